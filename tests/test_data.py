@@ -87,6 +87,26 @@ def test_repeated_tokens_bad_arguments(kwargs, message):
         repeated_random_tokens(**kwargs, generator=seeded(0))
 
 
+def test_periodic_tokens_repeat_with_a_period_per_row():
+    bos = 0
+    tokens = data.periodic_random_tokens(300, 48, 512, min_period=4, max_period=24, bos_token=bos, generator=seeded(3))
+    assert tokens.shape == (300, 49) and tokens.dtype == torch.int64
+    assert (tokens[:, 0] == bos).all()
+    body = tokens[:, 1:]
+    assert not (body == bos).any() and body.max() < 512
+    periods = []
+    for row in body:
+        # The smallest shift under which the row matches itself is its period.
+        period = next(p for p in range(1, 49) if torch.equal(row[p:], row[:-p]))
+        periods.append(period)
+    assert min(periods) == 4 and max(periods) == 24
+    assert len(set(periods)) == 21  # every period in the range is drawn
+    again = data.periodic_random_tokens(300, 48, 512, min_period=4, max_period=24, bos_token=bos, generator=seeded(3))
+    assert torch.equal(tokens, again)
+    with pytest.raises(ValueError, match=r"max_period=3 must be at least 4"):
+        data.periodic_random_tokens(2, 8, 10, min_period=4, max_period=3, generator=seeded(0))
+
+
 # ---------------------------------------------------------------------------
 # Python corpus
 # ---------------------------------------------------------------------------

@@ -84,6 +84,46 @@ def repeated_random_tokens(
     return tokens
 
 
+def periodic_random_tokens(
+    n_sequences: int,
+    seq_len: int,
+    d_vocab: int,
+    *,
+    min_period: int,
+    max_period: int,
+    bos_token: int | None = None,
+    generator: torch.Generator,
+) -> Int[Tensor, "batch pos"]:
+    """Rows of random tokens that repeat with a period drawn per row.
+
+    Each row draws a period uniformly from ``[min_period, max_period]`` and is
+    a block of that many uniform random tokens tiled out to ``seq_len`` tokens
+    (the last copy cut short), plus a leading ``bos_token`` if given, which the
+    random tokens then never use. Training on a mix of periods rules out the
+    positional shortcut that one fixed period allows ("copy the token 23 back")
+    and leaves induction as the only way to predict the repeats.
+    """
+    _check_at_least("n_sequences", n_sequences, 1)
+    _check_at_least("seq_len", seq_len, 1)
+    _check_at_least("min_period", min_period, 1)
+    _check_at_least("max_period", max_period, min_period)
+    if bos_token is None:
+        _check_at_least("d_vocab", d_vocab, 1)
+        block = torch.randint(0, d_vocab, (n_sequences, seq_len), generator=generator)
+    else:
+        _check_at_least("d_vocab (with a bos_token)", d_vocab, 2)
+        if not 0 <= bos_token < d_vocab:
+            raise ValueError(f"bos_token={bos_token} must lie in [0, d_vocab={d_vocab})")
+        block = torch.randint(0, d_vocab - 1, (n_sequences, seq_len), generator=generator)
+        block = block + (block >= bos_token).long()
+    period = torch.randint(min_period, max_period + 1, (n_sequences, 1), generator=generator)
+    tokens = block.gather(1, torch.arange(seq_len)[None, :] % period)
+    if bos_token is not None:
+        bos_column = torch.full((n_sequences, 1), bos_token, dtype=torch.long)
+        tokens = torch.cat([bos_column, tokens], dim=1)
+    return tokens
+
+
 def _check_at_least(name: str, value: int, minimum: int) -> None:
     if value < minimum:
         raise ValueError(f"{name}={value} must be at least {minimum}")

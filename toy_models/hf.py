@@ -5,11 +5,15 @@ wrote (a randomly initialised `GPT2LMHeadModel` must give the same logits), and 
 can study real GPT-2 weights with the same tools when they can be downloaded.
 """
 
+from typing import TYPE_CHECKING
+
 import einops
 import torch
-from transformers import GPT2LMHeadModel
 
 from toy_models.model import Transformer, TransformerConfig
+
+if TYPE_CHECKING:  # importing transformers' GPT-2 costs seconds; only the caller needs it
+    from transformers import GPT2LMHeadModel
 
 
 def config_from_hf_gpt2(hf_config) -> TransformerConfig:
@@ -35,7 +39,7 @@ def config_from_hf_gpt2(hf_config) -> TransformerConfig:
     )
 
 
-def from_hf_gpt2(hf_model: GPT2LMHeadModel) -> Transformer:
+def from_hf_gpt2(hf_model: "GPT2LMHeadModel") -> Transformer:
     """A `Transformer` computing the same function as `hf_model` (in eval mode)."""
     cfg = config_from_hf_gpt2(hf_model.config)
     hf = {name: tensor.detach() for name, tensor in hf_model.state_dict().items()}

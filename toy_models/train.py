@@ -40,24 +40,34 @@ class Recipe:
 
 
 # ---------------------------------------------------------------------------------------
-# induction-2l: two attention-only layers on repeated random tokens. Nothing but induction
-# can lower the loss on the repeated half, so the phase change is clean.
-INDUCTION_SEQ_LEN = 24
+# induction-2l: two attention-only layers on random tokens that repeat with a period drawn
+# per sequence. Nothing but induction can predict the repeats: one fixed period would let
+# a head copy "the token 23 back" by position alone. A large vocabulary keeps chance
+# matches rare, so an induction head can put nearly all its attention on the true one.
+INDUCTION_SEQ_LEN = 24  # the evaluation block: 24 random tokens, then the same 24 again
 INDUCTION_BOS = 0
 
 INDUCTION_2L = Recipe(
     model=TransformerConfig(
-        n_layers=2, d_model=64, n_heads=4, d_vocab=64, n_ctx=2 * INDUCTION_SEQ_LEN + 1,
+        n_layers=2, d_model=64, n_heads=2, d_vocab=512, n_ctx=2 * INDUCTION_SEQ_LEN + 1,
         d_mlp=None, normalization_type="LN",
     ),
     steps=600,
     batch_size=64,
     lr=1e-3,
-    description="2-layer attention-only model on random 24-token blocks repeated twice.",
+    description="2-layer attention-only model on random tokens repeating with periods 4 to 24.",
 )
 
 
+def induction_training_batch(generator: torch.Generator, batch_size: int, d_vocab: int) -> Int[Tensor, "batch pos"]:
+    return data.periodic_random_tokens(
+        batch_size, 2 * INDUCTION_SEQ_LEN, d_vocab, min_period=4, max_period=INDUCTION_SEQ_LEN,
+        bos_token=INDUCTION_BOS, generator=generator,
+    )
+
+
 def induction_batch(generator: torch.Generator, batch_size: int, d_vocab: int) -> Int[Tensor, "batch pos"]:
+    """The standard test: a start token, then a random block repeated once."""
     return data.repeated_random_tokens(
         batch_size, INDUCTION_SEQ_LEN, d_vocab, n_repeats=2, bos_token=INDUCTION_BOS, generator=generator
     )
@@ -109,21 +119,45 @@ def evaluate_code(model: Transformer) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------
 # ioi-3l: three layers on templated indirect-object sentences. Judged on templates it never
 # saw, so that it must have learned the task and not the sentences.
+IOI_MAX_SHIFT = 8
+
 IOI_3L = Recipe(
     model=TransformerConfig(
-        n_layers=3, d_model=64, n_heads=4, d_vocab=data.ioi_tokenizer().d_vocab, n_ctx=32,
-        d_mlp=256,
+        n_layers=3, d_model=64, n_heads=4, d_vocab=data.ioi_tokenizer().d_vocab,
+        n_ctx=data.make_ioi_prompts(1).with_answers().shape[1] + IOI_MAX_SHIFT, d_mlp=256,
     ),
-    steps=1500,
+    steps=2000,
     batch_size=64,
     lr=1e-3,
-    description="3-layer model on indirect-object-identification templates (ABBA and BABA).",
+    description="3-layer model on indirect-object templates (ABBA and BABA), each shifted "
+    "right by a random run of start tokens.",
 )
+
+
+def shift_right_randomly(
+    tokens: Int[Tensor, "batch pos"], max_shift: int, pad_token: int, generator: torch.Generator
+) -> Int[Tensor, "batch pos_plus_shift"]:
+    """Move each sequence right by 0..max_shift places, padding with `pad_token`.
+
+    With a dozen templates, a model can learn "the subject is the 9th word after 'When'"
+    instead of the task. Moving every sentence by a random amount breaks such positional
+    shortcuts: it must find the names by comparing them. Unshifted prompts stay in the
+    training distribution, so the evaluation prompts need no shift.
+    """
+    batch, length = tokens.shape
+    shifts = torch.randint(0, max_shift + 1, (batch, 1), generator=generator)
+    positions = torch.arange(length + max_shift)[None, :]
+    source = positions - shifts
+    inside = (source >= 0) & (source < length)
+    shifted = tokens.gather(1, source.clamp(0, length - 1))
+    return torch.where(inside, shifted, torch.full_like(shifted, pad_token))
 
 
 def ioi_batch(generator: torch.Generator, batch_size: int) -> Int[Tensor, "batch pos"]:
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-    return data.make_ioi_prompts(batch_size, split="train", seed=seed).with_answers()
+    sentences = data.make_ioi_prompts(batch_size, split="train", seed=seed).with_answers()
+    bos = data.ioi_tokenizer().bos_token_id
+    return shift_right_randomly(sentences, IOI_MAX_SHIFT, bos, generator)
 
 
 @torch.no_grad()
@@ -148,7 +182,7 @@ class TransformerJob:
 TRANSFORMER_JOBS: Mapping[str, TransformerJob] = MappingProxyType({
     "induction-2l": TransformerJob(
         INDUCTION_2L,
-        lambda r: lambda g: induction_batch(g, r.batch_size, r.model.d_vocab),
+        lambda r: lambda g: induction_training_batch(g, r.batch_size, r.model.d_vocab),
         evaluate_induction,
     ),
     "code-2l": TransformerJob(CODE_2L, lambda r: code_batch_sampler(r.model.n_ctx, r.batch_size), evaluate_code),
