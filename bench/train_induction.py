@@ -21,7 +21,7 @@ def main() -> None:
         start = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "mi_course.cli", "train", "induction-2l", "--out", str(out)],
-            check=True, stderr=subprocess.DEVNULL,
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         command_seconds = time.perf_counter() - start
         description = read_description(out)

@@ -1,19 +1,34 @@
-"""`mi-course`: start the course, rebuild its models."""
+"""`mi-course`: start the course, check your work, rebuild its models and notebooks."""
 
 import argparse
+import os
+import runpy
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COURSE_DIR = REPO_ROOT / "course"
+SOLUTIONS_DIR = REPO_ROOT / "solutions"
+
+
+# nbgrader installs instructor tools into every Jupyter server; a learner needs none of
+# them, and the formgrader logs an alarming error when started outside a course folder.
+NBGRADER_SERVER_EXTENSIONS = ("assignment_list", "course_list", "formgrader", "validate_assignment")
 
 
 def start(args: argparse.Namespace) -> int:
     """Open the student notebooks in JupyterLab."""
-    command = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={COURSE_DIR}"]
+    disabled = ",".join(f"'nbgrader.server_extensions.{name}': False" for name in NBGRADER_SERVER_EXTENSIONS)
+    command = [
+        sys.executable, "-m", "jupyterlab", f"--notebook-dir={COURSE_DIR}",
+        f"--ServerApp.jpserver_extensions={{{disabled}}}",
+    ]
     if args.no_browser:
         command.append("--no-browser")
+    if os.geteuid() == 0:  # containers and cloud machines often run as root
+        command.append("--allow-root")
     return subprocess.call(command)
 
 
@@ -23,6 +38,49 @@ def train(args: argparse.Namespace) -> int:
     metrics = train_checkpoint(args.name, args.out)
     for metric, value in metrics.items():
         print(f"{metric}: {value:.4f}")
+    return 0
+
+
+def check(args: argparse.Namespace) -> int:
+    from mi_course.checking import main as check_notebook
+
+    return check_notebook(args.notebook)
+
+
+def built_chapters() -> dict[Path, str]:
+    """Each chapter's source notebook as its builder script (solutions/<chapter>.py)
+    writes it now: {notebook path: text}."""
+    from mi_course.notebook_builder import write
+
+    built = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for script in sorted(SOLUTIONS_DIR.glob("*.py")):
+            builder = runpy.run_path(str(script))
+            built[builder["NOTEBOOK"]] = write(builder["chapter"](), Path(tmp) / script.name).read_text(encoding="utf-8")
+    return built
+
+
+def release(args: argparse.Namespace) -> int:
+    """Rebuild solutions/*.ipynb from their builder scripts, then course/ from solutions/
+    through nbgrader; with --check, only report what is out of date."""
+    from mi_course import release as nbgrader_release
+
+    built = built_chapters()
+    if args.check:
+        stale = [path for path, text in built.items() if not path.exists() or path.read_text(encoding="utf-8") != text]
+        if not stale:  # a fresh release is only meaningful from up-to-date sources
+            stale = [COURSE_DIR / name for name in nbgrader_release.is_stale(SOLUTIONS_DIR, COURSE_DIR)]
+        for path in stale:
+            print(f"stale: {path.relative_to(REPO_ROOT)}")
+        if stale:
+            print("run: mi-course release", file=sys.stderr)
+        return 1 if stale else 0
+    for path, text in built.items():
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+        print(path.relative_to(REPO_ROOT))
+    for path in nbgrader_release.release(SOLUTIONS_DIR, COURSE_DIR):
+        print(path.relative_to(REPO_ROOT))
     return 0
 
 
@@ -40,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="folder to write (default: replace the shipped checkpoint)"
     )
     train_parser.set_defaults(run=train)
+
+    check_parser = commands.add_parser(
+        "check", help="grade every exercise of your notebook (exit status 0 only if all pass)"
+    )
+    check_parser.add_argument("notebook", type=Path, help="e.g. course/00_transformer_from_scratch.ipynb")
+    check_parser.set_defaults(run=check)
+
+    release_parser = commands.add_parser(
+        "release", help="rebuild solutions/*.ipynb from their scripts, then the student notebooks in course/"
+    )
+    release_parser.add_argument("--check", action="store_true", help="only report stale notebooks; exit 1 if any")
+    release_parser.set_defaults(run=release)
     return parser
 
 

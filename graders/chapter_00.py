@@ -1,0 +1,466 @@
+"""Graders for chapter 00, a transformer from scratch.
+
+The references are the course's own model, `toy_models.model`. The learner's modules keep
+its parameter names and shapes, so each grader builds the learner's module, loads the
+reference module's seeded random weights into it, and compares the outputs on seeded
+random inputs and on edge cases: one sequence of one token, and sequences as long as the
+context. Where the outputs differ, diagnostics work out what each common mistake would
+have given, mostly by editing the reference's intermediate values through its
+TransformerLens hook points, and name the mistake that matches.
+
+Every grader takes `seed` (the random weights and inputs) and `config` (a key of
+`CONFIGS`); the notebook's hidden tests use another seed and odd model shapes.
+"""
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+from transformer_lens.hook_points import HookPoint
+
+from graders.core import Chapter, compare_tensors, load_reference_weights, looks_like
+from toy_models import model as reference
+from toy_models.model import TransformerConfig
+
+CHAPTER = Chapter("00_transformer_from_scratch")
+
+CONFIGS = {
+    "small": TransformerConfig(n_layers=2, d_model=32, n_heads=4, d_vocab=50, n_ctx=16, d_mlp=64),
+    # Sizes the learner has not seen, with d_head != d_model / n_heads: code that assumes
+    # the shapes of the visible tests fails here.
+    "odd_shapes": TransformerConfig(n_layers=3, d_model=20, n_heads=5, d_head=6, d_vocab=37, n_ctx=11, d_mlp=28),
+}
+VARIANTS = ({}, {"seed": 1, "config": "odd_shapes"})
+
+# Any score at or below this counts as masked: -inf, or a large negative number such as
+# -1e5, which softmax turns into a weight of exactly 0 in float32.
+MASKED = -1e4
+
+
+# --------------------------------------------------------------------------- the references,
+# called the way the learner's versions are
+
+class ReferenceAttention(reference.Attention):
+    """The reference attention as the learner writes it: keys, queries and values all
+    read the same input."""
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        return super().forward(x, x, x)
+
+
+class ReferenceUnembed(reference.Unembed):
+    """The reference unembedding, built from the config alone (its weights are not tied
+    to the embedding)."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__(cfg, reference.Embed(cfg))
+
+
+# --------------------------------------------------------------------------- helpers
+
+def randomized(module: nn.Module, seed: int) -> nn.Module:
+    """`module` in eval mode with random weights large enough to make mistakes visible
+    (with GPT-2's initial weights attention is nearly uniform and LayerNorm the identity,
+    so a missing scale or a swapped axis would hardly change the output)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            noise = torch.randn(param.shape, generator=generator)
+            is_layer_norm_weight = name.split(".")[-1] == "w"
+            param.copy_(1 + 0.2 * noise if is_layer_norm_weight else 0.3 * noise)
+    return module.eval()
+
+
+def learner_module(learner_class: type, cfg: TransformerConfig, ref: nn.Module) -> nn.Module:
+    """The learner's module for `cfg`, holding the reference module's weights."""
+    learner = learner_class(cfg)
+    load_reference_weights(learner, ref, what=f"{learner_class.__name__}(cfg)")
+    return learner.eval()
+
+
+def sizes(cfg: TransformerConfig) -> list[tuple[str, int, int]]:
+    """(description, batch, pos): a random batch, then the edge cases."""
+    return [
+        ("a random batch of shape (batch=2, pos=7)", 2, 7),
+        ("one sequence of one token", 1, 1),
+        (f"3 sequences of the full context length n_ctx={cfg.n_ctx}", 3, cfg.n_ctx),
+    ]
+
+
+def random_residual(generator: torch.Generator, batch: int, pos: int, d_model: int) -> Float[Tensor, "batch pos d_model"]:
+    """Residual-stream vectors with a mean and a spread far from 0 and 1, as real ones have."""
+    return 1.5 + 3 * torch.randn(batch, pos, d_model, generator=generator)
+
+
+@contextmanager
+def edited(*edits: tuple[HookPoint, Callable[[Tensor], Tensor]]) -> Iterator[None]:
+    """Inside the block, each hook point's value `v` is replaced by `edit(v)`: the
+    reference then computes what a learner who made one particular mistake computes."""
+    for point, edit in edits:
+        point.add_hook(lambda value, hook, edit=edit: edit(value))
+    try:
+        yield
+    finally:
+        for point, _ in edits:
+            point.remove_hooks()
+
+
+def leaks_future(run: Callable[[Tensor], Tensor], inputs: Tensor, changed_last: Tensor) -> Callable[[Tensor], bool]:
+    """Diagnostic: does changing only the last position's input change the output at
+    earlier positions? A causal model must not let a position see what comes after it."""
+
+    def leaks(actual: Tensor) -> bool:
+        if inputs.shape[1] < 2 or not actual.isfinite().all():
+            return False
+        changed = run(changed_last)
+        return changed.shape == actual.shape and not torch.allclose(changed[:, :-1], actual[:, :-1])
+
+    return leaks
+
+
+def has_nan_or_inf(actual: Tensor) -> bool:
+    return not actual.isfinite().all()
+
+
+# --------------------------------------------------------------------------- LayerNorm
+
+def layer_norm_with(x: Tensor, ln: reference.LayerNorm, *, dim: int = -1, unbiased: bool = False,
+                    eps_inside: bool = True, centre: bool = True, affine: bool = True) -> Tensor:
+    """LayerNorm computed with one of the usual mistakes."""
+    centred = x - x.mean(dim, keepdim=True) if centre else x
+    n = x.shape[dim]
+    variance = centred.pow(2).sum(dim, keepdim=True) / (n - 1 if unbiased else n)
+    scale = (variance + ln.eps).sqrt() if eps_inside else variance.sqrt() + ln.eps
+    normalized = centred / scale
+    return normalized * ln.w + ln.b if affine else normalized
+
+
+@CHAPTER.exercise(
+    "LayerNorm", points=2, reference=reference.LayerNorm, variants=VARIANTS,
+    hint="Centre each position's vector (mean over d_model), divide by sqrt(biased variance + eps), "
+         "then scale by w and shift by b.",
+)
+@torch.no_grad()
+def grade_layer_norm(LayerNorm: type, *, seed: int = 0, config: str = "small") -> None:
+    cfg = CONFIGS[config]
+    ref = randomized(reference.LayerNorm(cfg), seed)
+    learner = learner_module(LayerNorm, cfg, ref)
+    generator = torch.Generator().manual_seed(seed)
+    inputs = [(description, random_residual(generator, batch, pos, cfg.d_model)) for description, batch, pos in sizes(cfg)]
+    inputs += [
+        ("vectors whose entries are all equal (variance 0)", torch.full((1, 2, cfg.d_model), 2.0)),
+        ("vectors of tiny entries (spread 1e-3), where eps matters",
+         1e-3 * torch.randn(2, 3, cfg.d_model, generator=generator)),
+    ]
+    for description, x in inputs:
+        compare_tensors(learner(x), ref(x), what=f"LayerNorm output for {description}", mistakes=[
+            (looks_like(lambda: layer_norm_with(x, ref, unbiased=True)),
+             "you used the unbiased variance (dividing by d_model - 1, as torch.var does by default); "
+             "LayerNorm divides by d_model: use .var(unbiased=False) or .pow(2).mean()."),
+            (looks_like(lambda: layer_norm_with(x, ref, eps_inside=False)),
+             "you added eps after the square root; it goes inside: sqrt(variance + eps)."),
+            (looks_like(lambda: layer_norm_with(x, ref, dim=-2)),
+             "you normalised over positions; normalise each position's vector, over d_model (dim=-1)."),
+            (looks_like(lambda: layer_norm_with(x, ref, centre=False)),
+             "you did not subtract the mean before dividing (that is RMSNorm, not LayerNorm)."),
+            (looks_like(lambda: layer_norm_with(x, ref, affine=False)),
+             "you normalised but did not apply the learned scale w and shift b."),
+            (lambda actual: has_nan_or_inf(actual) and ref(x).isfinite().all(),
+             "dividing by sqrt(variance) alone gives NaN when a vector has variance 0: add eps inside the square root."),
+        ])
+
+
+# --------------------------------------------------------------------------- embeddings
+
+@CHAPTER.exercise(
+    "Embed", points=1, reference=reference.Embed, variants=VARIANTS,
+    hint="Each token id picks a row of W_E: index W_E with the tokens tensor.",
+)
+@torch.no_grad()
+def grade_embed(Embed: type, *, seed: int = 0, config: str = "small") -> None:
+    cfg = CONFIGS[config]
+    ref = randomized(reference.Embed(cfg), seed)
+    learner = learner_module(Embed, cfg, ref)
+    generator = torch.Generator().manual_seed(seed)
+    for description, batch, pos in sizes(cfg):
+        tokens = torch.randint(0, cfg.d_vocab, (batch, pos), generator=generator)
+        tokens[0, -1] = cfg.d_vocab - 1  # the last id must work as well as the first
+        compare_tensors(learner(tokens), ref(tokens), what=f"Embed output for {description}", mistakes=[
+            (looks_like(lambda: ref.W_E[(tokens + 1) % cfg.d_vocab]), "off by one: token t should read row t of W_E, not row t + 1."),
+            (looks_like(lambda: ref.W_E[tokens - 1]), "off by one: token t should read row t of W_E, not row t - 1."),
+        ])
+
+
+@CHAPTER.exercise(
+    "PosEmbed", points=1, reference=reference.PosEmbed, variants=VARIANTS,
+    hint="Position p reads row p of W_pos, whatever the token there: take W_pos[:seq_len] and repeat "
+         "it over the batch (einops.repeat).",
+)
+@torch.no_grad()
+def grade_pos_embed(PosEmbed: type, *, seed: int = 0, config: str = "small") -> None:
+    cfg = CONFIGS[config]
+    ref = randomized(reference.PosEmbed(cfg), seed)
+    learner = learner_module(PosEmbed, cfg, ref)
+    generator = torch.Generator().manual_seed(seed)
+    for description, batch, pos in sizes(cfg):
+        # Ids below n_ctx, so that indexing W_pos by token id runs and can be recognised.
+        tokens = torch.randint(0, min(cfg.d_vocab, cfg.n_ctx), (batch, pos), generator=generator)
+        other_tokens = (tokens + 1) % min(cfg.d_vocab, cfg.n_ctx)
+        compare_tensors(learner(tokens), ref(tokens), what=f"PosEmbed output for {description}", mistakes=[
+            (lambda actual: actual.shape == (pos, cfg.d_model),
+             "your output has no batch dimension: repeat W_pos[:seq_len] over the batch, to shape (batch, pos, d_model)."),
+            (looks_like(lambda: ref.W_pos[tokens]),
+             "you indexed W_pos by token id; position p reads row p, whatever the token at p."),
+            (lambda actual: not torch.allclose(learner(other_tokens), actual),
+             "your output changes when the tokens change but their positions do not; it should depend on positions only."),
+            (looks_like(lambda: ref.W_pos[1 : pos + 1].expand(batch, pos, cfg.d_model)),
+             "off by one: positions count from 0, so the first position reads W_pos[0]."),
+        ])
+
+
+# --------------------------------------------------------------------------- causal mask
+
+@CHAPTER.exercise(
+    "apply_causal_mask", points=1, reference=reference.apply_causal_mask, variants=VARIANTS,
+    hint="Set every score of a key after its query (key_pos > query_pos, above the diagonal: "
+         "torch.triu(..., diagonal=1)) to float('-inf'), and return the result.",
+)
+@torch.no_grad()
+def grade_causal_mask(apply_causal_mask: Callable[[Tensor], Tensor], *, seed: int = 0, config: str = "small") -> None:
+    cfg = CONFIGS[config]
+    generator = torch.Generator().manual_seed(seed)
+    for description, batch, pos in sizes(cfg):
+        scores = 3 * torch.randn(batch, cfg.n_heads, pos, pos, generator=generator)
+        actual = apply_causal_mask(scores.clone())
+        if isinstance(actual, Tensor) and actual.is_floating_point():
+            actual = actual.masked_fill(actual <= MASKED, float("-inf"))  # any very negative value will do
+
+        def masking(mask: Tensor) -> Callable[[], Tensor]:
+            return lambda: scores.masked_fill(mask, float("-inf"))
+
+        square = torch.ones(pos, pos, dtype=torch.bool)
+        compare_tensors(actual, reference.apply_causal_mask(scores), what=f"apply_causal_mask output for scores of {description}", mistakes=[
+            (looks_like(lambda: scores),
+             "nothing was masked. masked_fill returns a new tensor: return it (or use masked_fill_)."),
+            (looks_like(masking(square.triu(diagonal=0))),
+             "you also masked the diagonal: a position must be able to attend to itself (use diagonal=1)."),
+            (looks_like(masking(square.tril(diagonal=-1))),
+             "you masked the past and kept the future: the scores to hide are those with key_pos > query_pos (triu)."),
+            (lambda actual: pos > 1 and bool((actual[..., square.triu(diagonal=1)] == 0).all()),
+             "you set the masked scores to 0, but exp(0) = 1: they would still get weight after the softmax. "
+             "Use float('-inf')."),
+        ])
+
+
+# --------------------------------------------------------------------------- attention
+
+@CHAPTER.exercise(
+    "Attention", points=3, reference=ReferenceAttention, variants=VARIANTS,
+    hint="q, k, v = x @ W + b per head; scores = q.k / sqrt(d_head); apply_causal_mask; softmax over "
+         "the key axis (dim=-1); z = pattern-weighted sum of v; output = sum over heads of z @ W_O, plus b_O.",
+)
+@torch.no_grad()
+def grade_attention(Attention: type, *, seed: int = 0, config: str = "small") -> None:
+    cfg = CONFIGS[config]
+    ref = randomized(reference.Attention(cfg), seed)
+    learner = learner_module(Attention, cfg, ref)
+    generator = torch.Generator().manual_seed(seed)
+    d_head = cfg.d_head
+
+    def reference_with(*edits: tuple[HookPoint, Callable[[Tensor], Tensor]]) -> Callable[[], Tensor]:
+        def run() -> Tensor:
+            with edited(*edits):
+                return ref(x, x, x)
+        return run
+
+    scores = {}
+
+    def keep_scores(value: Tensor) -> Tensor:
+        scores["masked"] = value
+        return value
+
+    for description, batch, pos in sizes(cfg):
+        x = torch.randn(batch, pos, cfg.d_model, generator=generator)
+        changed_last = x.clone()
+        changed_last[:, -1] = torch.randn(batch, cfg.d_model, generator=generator)
+        expected = ref(x, x, x)
+        compare_tensors(learner(x), expected, what=f"Attention output for {description}", mistakes=[
+            (has_nan_or_inf,
+             "your output contains NaN or inf. Is the mask applied to the scores before the softmax? "
+             "Masking the pattern afterwards multiplies the values by -inf."),
+            (looks_like(reference_with((ref.hook_attn_scores, lambda s: s * math.sqrt(d_head)))),
+             "you did not divide the scores by sqrt(d_head)."),
+            (looks_like(reference_with((ref.hook_attn_scores, lambda s: s * math.sqrt(d_head) / math.sqrt(cfg.d_model)))),
+             "you divided the scores by sqrt(d_model); divide by sqrt(d_head), the length of q and k."),
+            (looks_like(reference_with((ref.hook_attn_scores, lambda s: s * math.sqrt(d_head) / d_head))),
+             "you divided the scores by d_head; divide by its square root."),
+            (looks_like(reference_with((ref.hook_attn_scores, keep_scores),
+                                       (ref.hook_pattern, lambda p: scores["masked"].softmax(dim=-2)))),
+             "you took the softmax over the query axis; each query's weights over the keys must sum to 1: "
+             "softmax over key_pos (dim=-1)."),
+            (looks_like(lambda: expected - ref.b_O), "you forgot to add the output bias b_O."),
+            (leaks_future(learner, x, changed_last),
+             "changing only the last position's input changed your output at earlier positions: attention "
+             "reads the future. Apply apply_causal_mask to the scores before the softmax."),
+        ])
+
+
+# --------------------------------------------------------------------------- MLP
+
+@CHAPTER.exercise(
+    "MLP", points=1, reference=reference.MLP, variants=VARIANTS,
+    hint="x @ W_in + b_in, then GELU (F.gelu, the exact one), then @ W_out + b_out.",
+)
+@torch.no_grad()
+def grade_mlp(MLP: type, *, seed: int = 0, config: str = "small") -> None:
+    cfg = CONFIGS[config]
+    ref = randomized(reference.MLP(cfg), seed)
+    learner = learner_module(MLP, cfg, ref)
+    generator = torch.Generator().manual_seed(seed)
+
+    def reference_with_activation(activation: Callable[[Tensor], Tensor]) -> Callable[[], Tensor]:
+        def run() -> Tensor:
+            pre = {}
+
+            def record(value: Tensor) -> Tensor:
+                pre["value"] = value
+                return value
+
+            with edited((ref.hook_pre, record), (ref.hook_post, lambda _: activation(pre["value"]))):
+                return ref(x)
+        return run
+
+    for description, batch, pos in sizes(cfg):
+        x = random_residual(generator, batch, pos, cfg.d_model)
+        expected = ref(x)
+        compare_tensors(learner(x), expected, what=f"MLP output for {description}", mistakes=[
+            (looks_like(reference_with_activation(F.relu)), "you used ReLU; this model's activation is GELU (F.gelu)."),
+            (looks_like(reference_with_activation(lambda pre: F.gelu(pre, approximate="tanh"))),
+             "you used GELU's tanh approximation (GPT-2's 'gelu_new'); use the exact F.gelu."),
+            (looks_like(reference_with_activation(lambda pre: pre)), "you applied no activation: without it the MLP is linear."),
+            (looks_like(lambda: expected - ref.b_out), "you forgot to add the output bias b_out."),
+        ])
+
+
+# --------------------------------------------------------------------------- block
+
+@CHAPTER.exercise(
+    "TransformerBlock", points=2, reference=reference.TransformerBlock, variants=VARIANTS,
+    hint="resid_mid = resid + attn(ln1(resid)); then (unless cfg.attn_only) resid_mid + mlp(ln2(resid_mid)).",
+)
+@torch.no_grad()
+def grade_block(TransformerBlock: type, *, seed: int = 0, config: str = "small") -> None:
+    for cfg in (CONFIGS[config], dataclasses.replace(CONFIGS[config], d_mlp=None)):
+        kind = "attention-only block (cfg.d_mlp=None)" if cfg.attn_only else "block"
+        ref = randomized(reference.TransformerBlock(cfg), seed)
+        learner = learner_module(TransformerBlock, cfg, ref)
+        generator = torch.Generator().manual_seed(seed)
+
+        # With attention and MLP writing nothing, a block must pass its input through.
+        silent = learner_module(TransformerBlock, cfg, ref)
+        for name, param in silent.named_parameters():
+            if name.rsplit(".", 1)[-1] in ("W_O", "b_O", "W_out", "b_out"):
+                param.zero_()
+        x = random_residual(generator, 2, 5, cfg.d_model)
+        post_ln = (lambda: ref.ln1(x)) if cfg.attn_only else (lambda: ref.ln2(ref.ln1(x)))
+        compare_tensors(silent(x), x, what=f"Output of the {kind} when its attention and MLP write zeros", mistakes=[
+            (lambda actual: bool((actual == 0).all()),
+             "your block returns only what attention and the MLP write; add that to the residual stream it read."),
+            (looks_like(post_ln),
+             "you applied LayerNorm after adding to the residual stream (post-LN); here each layer reads "
+             "ln(resid) and adds its output to resid unnormalised (pre-LN)."),
+        ])
+
+        for description, batch, pos in sizes(cfg):
+            x = random_residual(generator, batch, pos, cfg.d_model)
+            normalized = ref.ln1(x)
+            mid = x + ref.attn(normalized, normalized, normalized)
+            mistakes = [] if cfg.attn_only else [
+                (looks_like(lambda: mid + ref.mlp(ref.ln2(x))),
+                 "your MLP reads the block's input; it should read resid_mid, the stream after attention has written to it."),
+                (looks_like(lambda: mid + ref.mlp(ref.ln1(mid))), "you used ln1 before the MLP; it has its own LayerNorm, ln2."),
+            ]
+            compare_tensors(learner(x), ref(x), what=f"Output of the {kind} for {description}", mistakes=mistakes)
+
+
+# --------------------------------------------------------------------------- unembed
+
+@CHAPTER.exercise(
+    "Unembed", points=1, reference=ReferenceUnembed, variants=VARIANTS,
+    hint="logits = x @ W_U + b_U; no softmax: the loss function takes logits.",
+)
+@torch.no_grad()
+def grade_unembed(Unembed: type, *, seed: int = 0, config: str = "small") -> None:
+    cfg = CONFIGS[config]
+    ref = randomized(ReferenceUnembed(cfg), seed)
+    learner = learner_module(Unembed, cfg, ref)
+    generator = torch.Generator().manual_seed(seed)
+    for description, batch, pos in sizes(cfg):
+        x = random_residual(generator, batch, pos, cfg.d_model)
+        expected = ref(x)
+        compare_tensors(learner(x), expected, what=f"Unembed output for {description}", mistakes=[
+            (looks_like(lambda: expected - ref.b_U), "you forgot to add the bias b_U."),
+            (looks_like(lambda: expected.log_softmax(dim=-1)), "you returned log-probabilities; return the logits."),
+            (looks_like(lambda: expected.softmax(dim=-1)), "you returned probabilities; return the logits."),
+        ])
+
+
+# --------------------------------------------------------------------------- the whole model
+
+@CHAPTER.exercise(
+    "DemoTransformer", points=2, reference=reference.Transformer, variants=VARIANTS,
+    hint="resid = embed(tokens) + pos_embed(tokens); resid = block(resid) for each block; "
+         "logits = unembed(ln_final(resid)). check() each piece first: this grader uses yours.",
+)
+@torch.no_grad()
+def grade_transformer(DemoTransformer: type, *, seed: int = 0, config: str = "small") -> None:
+    for cfg in (CONFIGS[config], dataclasses.replace(CONFIGS[config], d_mlp=None)):
+        kind = "attention-only model (cfg.d_mlp=None)" if cfg.attn_only else "model"
+        ref = randomized(reference.Transformer(cfg), seed)
+        learner = learner_module(DemoTransformer, cfg, ref)
+        generator = torch.Generator().manual_seed(seed)
+
+        def reference_with(replace: dict[str, str]) -> Callable[[], Tensor]:
+            """The reference's logits when the value at each hook point `target` is replaced by
+            the value seen at the hook point `replace[target]`, earlier in the same run."""
+
+            def run() -> Tensor:
+                seen = {}
+
+                def record(value: Tensor, hook: HookPoint) -> None:
+                    seen[hook.name] = value
+
+                def substitute(value: Tensor, hook: HookPoint) -> Tensor:
+                    return seen[replace[hook.name]]
+
+                hooks = [(source, record) for source in set(replace.values())]
+                return ref.run_with_hooks(tokens, fwd_hooks=hooks + [(target, substitute) for target in replace])
+
+            return run
+
+        embedded, final = "blocks.0.hook_resid_pre", f"blocks.{cfg.n_layers - 1}.hook_resid_post"
+        for description, batch, pos in sizes(cfg):
+            tokens = torch.randint(0, cfg.d_vocab, (batch, pos), generator=generator)
+            changed_last = tokens.clone()
+            changed_last[:, -1] = (tokens[:, -1] + 1) % cfg.d_vocab
+            expected = ref(tokens)
+            compare_tensors(learner(tokens), expected, what=f"Logits of the {kind} for {description}", mistakes=[
+                (leaks_future(learner, tokens, changed_last),
+                 "changing only the last token changed your logits at earlier positions: information flows "
+                 "from the future. Does your Attention apply the causal mask?"),
+                (looks_like(reference_with({"ln_final.hook_normalized": final})),
+                 "you forgot ln_final, the LayerNorm between the last block and the unembedding."),
+                (looks_like(lambda: ref.run_with_hooks(tokens, fwd_hooks=[("hook_pos_embed", lambda value, hook: 0 * value)])),
+                 "you did not add the positional embedding to the token embedding."),
+                (looks_like(reference_with({final: embedded})),
+                 "your logits skip the blocks: is each block's output assigned back to resid?"),
+                (looks_like(reference_with({f"blocks.{i}.hook_resid_pre": embedded for i in range(1, cfg.n_layers)})),
+                 "each of your blocks reads the embeddings; each should read the previous block's output."),
+                (looks_like(lambda: expected.log_softmax(dim=-1)), "you returned log-probabilities; return the logits."),
+            ])
+

@@ -1,0 +1,385 @@
+"""The grading platform: exercises, verdicts, and comparisons that explain themselves.
+
+A chapter's grader module makes one `Chapter` and registers each exercise on it:
+
+    CHAPTER = Chapter("00_transformer_from_scratch")
+
+    @CHAPTER.exercise("LayerNorm", points=2, reference=LayerNorm, hint="...")
+    def grade_layer_norm(LearnerLayerNorm, *, seed=0, config="small"):
+        ...  # raise GraderFailure (compare_tensors does) when the learner's code is wrong
+
+An exercise is named after the object the learner writes, so `check(LayerNorm)` finds
+its grader by `LayerNorm.__name__`. Grading an object gives one of four verdicts:
+
+* PASS;
+* FAIL: the grader raised `GraderFailure`, whose message says what was expected, what came
+  back, and the most likely mistake;
+* NOT ATTEMPTED: the learner's code raised `NotImplementedError`, which is what the stubs
+  of a freshly released notebook do;
+* ERROR: the learner's code raised anything else; reported as the exception and the
+  learner's line that raised it, without a traceback through torch and the grader.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import linecache
+import os
+import sysconfig
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Chapter", "Exercise", "GraderFailure", "ExerciseNotPassed", "Verdict", "Result",
+    "compare_tensors", "looks_like", "load_reference_weights", "load_chapter",
+    "make_check", "CHAPTERS",
+]
+
+#: Chapter name (the notebook's file name without .ipynb) -> the module that grades it.
+CHAPTERS: Mapping[str, str] = {
+    "00_transformer_from_scratch": "graders.chapter_00",
+}
+
+# Outputs agree when |actual - expected| <= ATOL + RTOL * |expected|: loose enough for a
+# different but correct order of float32 operations (einsum or @, mean then divide or
+# sum / n), tight enough to tell GELU from its tanh approximation.
+RTOL = 1e-4
+ATOL = 1e-5
+
+
+class GraderFailure(Exception):
+    """The learner's code ran but gave a wrong answer; the message teaches why."""
+
+
+class ExerciseNotPassed(AssertionError):
+    """Raised by `check` under nbgrader, so that the graded cell scores zero."""
+
+
+class Verdict(enum.Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    NOT_ATTEMPTED = "not attempted"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Result:
+    exercise: str
+    verdict: Verdict
+    points: float  # awarded
+    max_points: float
+    message: str = ""  # empty on PASS
+    hint: str = ""
+
+    def summary(self) -> str:
+        """A one-line verdict, then (unless it passed) the details and the hint."""
+        head = f"{self.verdict.value.upper()}: {self.exercise} ({self.points:g}/{self.max_points:g} points)"
+        if self.verdict is Verdict.PASS:
+            return head
+        lines = [head, *("    " + line for line in self.message.splitlines())]
+        if self.hint:
+            lines.append(f"    Hint: {self.hint}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise: `grade(obj, **variant)` raises `GraderFailure` unless `obj` is right.
+
+    `variants` are the keyword arguments to grade with: the first is what the learner's
+    `check(obj)` runs, the others are the notebook's hidden tests (other seeds, other model
+    shapes). `reference` is the course's own solution, in the learner's interface: the
+    graders are tested by grading it.
+    """
+
+    name: str
+    points: float
+    grade: Callable[..., None]
+    hint: str
+    reference: Any
+    variants: tuple[Mapping[str, Any], ...] = ({},)
+
+    def run(self, obj: Any, variants: Sequence[Mapping[str, Any]] | None = None) -> Result:
+        """Grade `obj` under each variant (all of them by default); the first verdict that
+        is not PASS is the result."""
+        with _grading_conditions():
+            for variant in self.variants if variants is None else variants:
+                verdict, message = _verdict(self.grade, obj, variant)
+                if verdict is not Verdict.PASS:
+                    return Result(self.name, verdict, 0, self.points, message, self.hint)
+        return Result(self.name, Verdict.PASS, self.points, self.points)
+
+
+@dataclass
+class Chapter:
+    name: str
+    exercises: dict[str, Exercise] = field(default_factory=dict)
+
+    def exercise(
+        self,
+        name: str,
+        *,
+        points: float,
+        hint: str,
+        reference: Any,
+        variants: tuple[Mapping[str, Any], ...] = ({},),
+    ) -> Callable[[Callable[..., None]], Callable[..., None]]:
+        """Decorator: register the decorated function as the grader of exercise `name`."""
+
+        def register(grade: Callable[..., None]) -> Callable[..., None]:
+            if name in self.exercises:
+                raise ValueError(f"exercise {name!r} is registered twice in chapter {self.name}")
+            self.exercises[name] = Exercise(name, points, grade, hint, reference, variants)
+            return grade
+
+        return register
+
+    @property
+    def max_points(self) -> float:
+        return sum(exercise.points for exercise in self.exercises.values())
+
+    def grade(self, name: str, namespace: Mapping[str, Any]) -> Result:
+        """Grade exercise `name` against the object of that name a learner's notebook defined."""
+        exercise = self.exercises[name]
+        if name not in namespace:
+            message = (f"The notebook defines no `{name}`. Did the cell that defines it run "
+                       f"without an error, and is it still called `{name}`?")
+            return Result(name, Verdict.ERROR, 0, exercise.points, message, exercise.hint)
+        return exercise.run(namespace[name])
+
+    def grade_namespace(self, namespace: Mapping[str, Any]) -> list[Result]:
+        """Grade every exercise against the objects a learner's notebook defined."""
+        return [self.grade(name, namespace) for name in self.exercises]
+
+
+def load_chapter(name: str) -> Chapter:
+    if name not in CHAPTERS:
+        raise ValueError(f"No graders for chapter {name!r}. Chapters: {', '.join(CHAPTERS)}.")
+    return importlib.import_module(CHAPTERS[name]).CHAPTER
+
+
+# --------------------------------------------------------------------------- verdicts
+
+@contextmanager
+def _grading_conditions() -> Iterator[None]:
+    """Grade on one thread, and leave the learner's random state as it was.
+
+    Graders work on tiny tensors, where a second thread brings no speed, only the wait to
+    wake it: on a busy two-core laptop that wait made a one-second check take five. And
+    the learner's modules draw their initial weights from torch's global generator, which
+    must not depend on whether the learner ran a check.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _verdict(grade: Callable[..., None], obj: Any, variant: Mapping[str, Any]) -> tuple[Verdict, str]:
+    try:
+        grade(obj, **variant)
+    except GraderFailure as failure:
+        return Verdict.FAIL, str(failure)
+    except NotImplementedError as error:
+        stub = _learner_frame(error.__traceback__, deepest_only=True)
+        if stub is None:  # raised inside torch, not by a stub: an error like any other
+            return Verdict.ERROR, _describe_error(error)
+        return Verdict.NOT_ATTEMPTED, f"`{stub[0]}` still raises NotImplementedError: replace the stub with your code."
+    except Exception as error:  # noqa: BLE001 - any exception from learner code is reported, not raised
+        return Verdict.ERROR, _describe_error(error)
+    return Verdict.PASS, ""
+
+
+# Python's, torch's and the graders' own code live in these folders; code anywhere else
+# (a notebook cell, the learner's own module) is the learner's.
+_NOT_LEARNER_DIRS = tuple(
+    str(Path(directory).resolve())
+    for directory in (*{sysconfig.get_paths()[key] for key in ("stdlib", "purelib", "platlib")}, Path(__file__).parent)
+)
+
+
+def _is_learner_code(filename: str) -> bool:
+    on_disk = not filename.startswith("<") and os.path.exists(filename)  # cells are "<cell 3>" or not on disk
+    return not (on_disk and str(Path(filename).resolve()).startswith(_NOT_LEARNER_DIRS))
+
+
+def _learner_frame(tb: TracebackType | None, *, deepest_only: bool = False) -> tuple[str, int, str] | None:
+    """(function's qualified name, line number, line text) of the deepest frame of learner
+    code in the traceback; with `deepest_only`, only if the deepest frame of all is one."""
+    found = None
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if _is_learner_code(code.co_filename):
+            line = linecache.getline(code.co_filename, tb.tb_lineno, tb.tb_frame.f_globals).strip()
+            found = (code.co_qualname, tb.tb_lineno, line)
+        elif deepest_only:
+            found = None
+        tb = tb.tb_next
+    return found
+
+
+def _describe_error(error: Exception) -> str:
+    text = f"Your code raised {type(error).__name__}: {error}"
+    where = _learner_frame(error.__traceback__)
+    if where is None:  # the grader itself failed: say where, so that it can be reported
+        last = traceback.extract_tb(error.__traceback__)[-1]
+        return f"{text}\n  (raised in the grader, {Path(last.filename).name} line {last.lineno}: please report this)"
+    qualname, lineno, line = where
+    return f"{text}\n  in `{qualname}`, line {lineno}" + (f": {line}" if line else "")
+
+
+# --------------------------------------------------------------------------- comparisons
+
+Mistake = tuple[Callable[[Tensor], bool], str]
+
+
+def looks_like(alternative: Callable[[], Tensor]) -> Callable[[Tensor], bool]:
+    """A diagnostic: does the learner's output equal `alternative()`, the output of a
+    specific wrong computation? (Computed only when the learner's output is wrong.)"""
+
+    def matches(actual: Tensor) -> bool:
+        other = alternative()
+        return actual.shape == other.shape and torch.allclose(actual, other.to(actual.dtype), RTOL, ATOL)
+
+    return matches
+
+
+def compare_tensors(
+    actual: Any,
+    expected: Tensor,
+    *,
+    what: str,
+    mistakes: Sequence[Mistake] = (),
+) -> None:
+    """Raise `GraderFailure` unless `actual` matches `expected` (up to float32 rounding).
+
+    The message says what was expected and what came back: the shapes, how many entries
+    differ and the first of them. Then each `(diagnostic, message)` in `mistakes` is tried
+    on `actual`; the message of the first diagnostic that recognises it is given as the
+    likely mistake.
+    """
+    if not isinstance(actual, Tensor):
+        hint = " Did you forget to `return` it?" if actual is None else ""
+        raise GraderFailure(f"{what}: expected a tensor of shape {_shape(expected)}, got {type(actual).__name__}.{hint}")
+    if not actual.dtype.is_floating_point and expected.dtype.is_floating_point:
+        raise GraderFailure(f"{what}: expected floating-point values, got a tensor of dtype {actual.dtype}.")
+    actual = actual.detach().to(expected.dtype)
+    if actual.shape != expected.shape:
+        problem = f"expected shape {_shape(expected)}, got {_shape(actual)}."
+    else:
+        close = torch.isclose(actual, expected, RTOL, ATOL)
+        if close.all():
+            return
+        problem = _describe_differences(actual, expected, close)
+    lines = [f"{what} is wrong: {problem}"]
+    for recognises, explanation in mistakes:
+        if _safely(recognises, actual):
+            lines.append(f"Likely mistake: {explanation}")
+            break
+    raise GraderFailure("\n".join(lines))
+
+
+def _safely(recognises: Callable[[Tensor], bool], actual: Tensor) -> bool:
+    """A diagnostic that cannot be evaluated (it may call the learner's code again, or
+    compare shapes that do not fit) has not recognised the mistake."""
+    try:
+        return bool(recognises(actual))
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _describe_differences(actual: Tensor, expected: Tensor, close: Tensor) -> str:
+    wrong = (~close).nonzero()
+    first = tuple(wrong[0].tolist())
+    text = (f"{len(wrong)} of {actual.numel()} entries differ; the first, at {list(first)}, "
+            f"should be {expected[first].item():.5g} and is {actual[first].item():.5g}")
+    if actual.isnan().any() and not expected.isnan().any():
+        text += f". Your output contains NaN (first at {actual.isnan().nonzero()[0].tolist()})"
+    finite = actual.isfinite() & expected.isfinite() & ~close
+    if finite.any():
+        text += f"; the largest difference is {(actual - expected)[finite].abs().max().item():.3g}"
+    return text + "."
+
+
+def _shape(tensor: Tensor) -> str:
+    return str(tuple(tensor.shape))
+
+
+# --------------------------------------------------------------------------- weights
+
+def load_reference_weights(learner: Any, reference: nn.Module, *, what: str) -> None:
+    """Copy the reference module's parameters into the learner's module, by name.
+
+    Every parameter must be there, under the reference's name and with its shape, and
+    there must be no others; buffers (constants such as a stored mask) are the learner's
+    business. Each problem is reported with the likely fix.
+    """
+    if not isinstance(learner, nn.Module):
+        raise GraderFailure(f"{what} should be a torch.nn.Module, got {type(learner).__name__}.")
+    ours = dict(reference.named_parameters())
+    theirs = dict(learner.named_parameters())
+    problems = []
+    for name in sorted(ours.keys() - theirs.keys()):
+        same_shape = [n for n in theirs.keys() - ours.keys() if theirs[n].shape == ours[name].shape]
+        guess = f"; your `{same_shape[0]}` has its shape: rename it `{name}`?" if same_shape else ""
+        problems.append(f"missing parameter `{name}` of shape {_shape(ours[name])}{guess}")
+    for name in sorted(theirs.keys() - ours.keys()):
+        problems.append(f"unexpected parameter `{name}` of shape {_shape(theirs[name])}")
+    for name in sorted(ours.keys() & theirs.keys()):
+        if theirs[name].shape != ours[name].shape:
+            transposed = theirs[name].shape == ours[name].shape[::-1]
+            problems.append(f"parameter `{name}` has shape {_shape(theirs[name])}, expected {_shape(ours[name])}"
+                            + (" (transposed?)" if transposed else ""))
+    if problems:
+        raise GraderFailure(
+            f"{what} does not have the reference's parameters, so the reference weights cannot be "
+            "loaded into it:\n" + "\n".join(f"  - {p}" for p in problems)
+            + "\nKeep the parameter names and shapes given in the exercise."
+        )
+    with torch.no_grad():
+        for name, param in theirs.items():
+            param.copy_(ours[name])
+
+
+# --------------------------------------------------------------------------- notebooks
+
+def make_check(chapter: str) -> Callable[..., None]:
+    """The `check(obj)` a chapter's notebook calls after each exercise.
+
+    It grades `obj` with the exercise named `obj.__name__` and prints the verdict. Under
+    nbgrader (which sets NBGRADER_EXECUTION while autograding or validating) anything but
+    PASS also raises `ExerciseNotPassed`, so that the graded test cell scores zero.
+    Keyword arguments choose a variant (`check(Attention, seed=1, config="odd_shapes")`).
+    """
+    graded_chapter = load_chapter(chapter)
+
+    def check(obj: Any, **variant: Any) -> None:
+        name = getattr(obj, "__name__", None)
+        exercise = graded_chapter.exercises.get(name)
+        if name is None:
+            summary = (f"ERROR: check() takes the class or function you wrote, as in check(LayerNorm); "
+                       f"got an object of type {type(obj).__name__}.")
+            result = None
+        elif exercise is None:
+            summary = f"ERROR: no exercise is called {name!r}. Exercises: {', '.join(graded_chapter.exercises)}."
+            result = None
+        else:
+            result = exercise.run(obj, [variant] if variant else exercise.variants[:1])
+            summary = result.summary()
+        print(summary)
+        if os.environ.get("NBGRADER_EXECUTION") and (result is None or result.verdict is not Verdict.PASS):
+            raise ExerciseNotPassed(summary)
+
+    return check

@@ -1,0 +1,239 @@
+"""Chapter 00's graders and the grading platform, end to end.
+
+The wrong implementations are the solution notebook's own cells with one realistic
+mistake edited in, so each reads as a small diff against the right answer. If the
+solution's text changes so that an edit no longer applies, the test says so.
+"""
+
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from nbclient import NotebookClient
+
+from graders import Verdict, compare_tensors, load_submission, make_check
+from graders.chapter_00 import CHAPTER
+from graders.core import ExerciseNotPassed, GraderFailure
+from graders.submission import run_cell
+from mi_course import checking
+from mi_course.cli import COURSE_DIR, SOLUTIONS_DIR, built_chapters
+from mi_course.notebook_builder import code, graded_test, notebook, write
+from mi_course.release import is_stale
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = "00_transformer_from_scratch.ipynb"
+SOLUTION = SOLUTIONS_DIR / NOTEBOOK
+STUDENT = COURSE_DIR / NOTEBOOK
+
+
+@pytest.fixture(scope="module")
+def solution():
+    return load_submission(SOLUTION)
+
+
+def edited_solution(solution, name: str, edits: list[tuple[str, str]]):
+    """The object `name` defined by its solution cell with each `old` text replaced by
+    `new`, in a copy of the solution notebook's namespace."""
+    cells = nbformat.read(SOLUTION, as_version=4).cells
+    (source,) = [cell.source for cell in cells if cell.metadata.get("nbgrader", {}).get("grade_id") == name]
+    for old, new in edits:
+        assert old in source, f"{old!r} is no longer in the solution of {name}: update this test's edit"
+        source = source.replace(old, new)
+    namespace = dict(solution.namespace)
+    run_cell(source, namespace, f"<edited {name}>")
+    return namespace[name]
+
+
+# (exercise, the learner's mistake as edits of the solution, words the verdict's message must contain)
+WRONG = [
+    ("LayerNorm", [("centred.pow(2).mean(dim=-1, keepdim=True)", "x.var(dim=-1, keepdim=True)")], "unbiased variance"),
+    ("LayerNorm", [("(variance + self.cfg.layer_norm_eps).sqrt()", "(variance.sqrt() + self.cfg.layer_norm_eps)")],
+     "eps after the square root"),
+    ("LayerNorm", [("(variance + self.cfg.layer_norm_eps).sqrt()", "variance.sqrt()")], "gives NaN when a vector has variance 0"),
+    ("LayerNorm", [("dim=-1", "dim=1")], "normalised over positions"),
+    ("LayerNorm", [("centred = x - x.mean(dim=-1, keepdim=True)", "centred = x")], "RMSNorm"),
+    ("LayerNorm", [("x.mean(dim=-1", "x.maen(dim=-1")], "centred = x - x.maen(dim=-1, keepdim=True)"),
+    ("Embed", [("self.W_E = nn.Parameter(torch.randn(cfg.d_vocab, cfg.d_model) * cfg.init_range)",
+                "self.embedding = nn.Embedding(cfg.d_vocab, cfg.d_model)"),
+               ("self.W_E[tokens]", "self.embedding(tokens)")], "your `embedding.weight` has its shape: rename it `W_E`?"),
+    ("Embed", [("self.W_E[tokens]", "F.one_hot(tokens, self.cfg.d_vocab) @ self.W_E")],
+     "`Embed.forward`, line 9: return F.one_hot(tokens, self.cfg.d_vocab) @ self.W_E"),
+    ("Embed", [("self.W_E[tokens]", "self.W_E[tokens - 1]")], "off by one"),
+    ("PosEmbed", [('einops.repeat(self.W_pos[:seq_len], "pos d_model -> batch pos d_model", batch=batch)',
+                   "self.W_pos[:seq_len]")], "no batch dimension"),
+    ("PosEmbed", [("self.W_pos[:seq_len]", "self.W_pos[1 : seq_len + 1]")], "off by one"),
+    ("PosEmbed", [('einops.repeat(self.W_pos[:seq_len], "pos d_model -> batch pos d_model", batch=batch)',
+                   "self.W_pos[tokens]")], "indexed W_pos by token id"),
+    ("apply_causal_mask", [(".triu(diagonal=1)", ".triu(diagonal=0)")], "masked the diagonal"),
+    ("apply_causal_mask", [(".triu(diagonal=1)", ".tril(diagonal=-1)")], "masked the past"),
+    ("apply_causal_mask", [('float("-inf")', "0.0")], "exp(0) = 1"),
+    ("apply_causal_mask", [('return attn_scores.masked_fill(future, float("-inf"))',
+                            'attn_scores.masked_fill(future, float("-inf"))\n    return attn_scores')], "nothing was masked"),
+    ("Attention", [("attn_scores / math.sqrt(self.cfg.d_head)", "attn_scores")], "did not divide the scores by sqrt(d_head)"),
+    ("Attention", [("math.sqrt(self.cfg.d_head)", "math.sqrt(self.cfg.d_model)")], "divided the scores by sqrt(d_model)"),
+    ("Attention", [("softmax(dim=-1)", "softmax(dim=-2)")], "softmax over the query axis"),
+    ("Attention", [("return out + self.b_O", "return out")], "forgot to add the output bias b_O"),
+    ("Attention", [("apply_causal_mask(attn_scores / math.sqrt(self.cfg.d_head))", "attn_scores / math.sqrt(self.cfg.d_head)")],
+     "attention reads the future"),
+    ("Attention", [("apply_causal_mask(attn_scores / math.sqrt(self.cfg.d_head))", "attn_scores / math.sqrt(self.cfg.d_head)"),
+                   ("pattern = attn_scores.softmax(dim=-1)", "pattern = apply_causal_mask(attn_scores.softmax(dim=-1))")],
+     "contains NaN or inf"),
+    ("MLP", [("F.gelu(pre)", "F.relu(pre)")], "you used ReLU"),
+    ("MLP", [("F.gelu(pre)", 'F.gelu(pre, approximate="tanh")')], "tanh approximation"),
+    ("MLP", [("post = F.gelu(pre)", "post = pre")], "no activation"),
+    ("TransformerBlock", [("resid_mid = resid + self.attn", "resid_mid = self.attn"), ("return resid_mid + self.mlp", "return self.mlp")],
+     "returns only what attention and the MLP write"),
+    ("TransformerBlock", [("resid + self.attn(self.ln1(resid))", "self.ln1(resid + self.attn(resid))"),
+                          ("resid_mid + self.mlp(self.ln2(resid_mid))", "self.ln2(resid_mid + self.mlp(resid_mid))")], "post-LN"),
+    ("TransformerBlock", [("self.mlp(self.ln2(resid_mid))", "self.mlp(self.ln2(resid))")], "your MLP reads the block's input"),
+    ("TransformerBlock", [("self.ln2(resid_mid)", "self.ln1(resid_mid)")], "its own LayerNorm, ln2"),
+    ("TransformerBlock", [("        if self.cfg.attn_only:\n            return resid_mid\n", "")],
+     "AttributeError: 'TransformerBlock' object has no attribute 'mlp'"),
+    ("Unembed", [(" + self.b_U", "")], "forgot to add the bias b_U"),
+    ("Unembed", [("return einops.einsum(", "return torch.log_softmax(einops.einsum("), ("+ self.b_U", "+ self.b_U, dim=-1)")],
+     "returned log-probabilities"),
+    ("Unembed", [("torch.randn(cfg.d_model, cfg.d_vocab)", "torch.randn(cfg.d_vocab, cfg.d_model)")], "(transposed?)"),
+    ("DemoTransformer", [("self.unembed(self.ln_final(resid))", "self.unembed(resid)")], "forgot ln_final"),
+    ("DemoTransformer", [("self.embed(tokens) + self.pos_embed(tokens)", "self.embed(tokens)")], "positional embedding"),
+    ("DemoTransformer", [("resid = block(resid)", "block(resid)")], "skip the blocks"),
+    ("DemoTransformer", [("resid = self.embed(tokens) + self.pos_embed(tokens)",
+                          "embedded = self.embed(tokens) + self.pos_embed(tokens)\n        resid = embedded"),
+                         ("resid = block(resid)", "resid = block(embedded)")], "each of your blocks reads the embeddings"),
+    ("DemoTransformer", [("        self.ln_final = LayerNorm(cfg)\n", "")], "missing parameter `ln_final.w`"),
+]
+
+# Right answers written differently: the graders must accept them.
+ALSO_RIGHT = [
+    ("LayerNorm", [("centred.pow(2).mean(dim=-1, keepdim=True)", "x.var(dim=-1, keepdim=True, unbiased=False)")]),
+    ("LayerNorm", [("centred / (variance + self.cfg.layer_norm_eps).sqrt() * self.w + self.b",
+                    "F.layer_norm(x, (self.cfg.d_model,), self.w, self.b, self.cfg.layer_norm_eps)")]),
+    ("apply_causal_mask", [('float("-inf")', "-1e5")]),  # a large negative number, as ARENA does
+    ("Attention", [("apply_causal_mask(attn_scores / math.sqrt(self.cfg.d_head))",
+                    "apply_causal_mask(attn_scores) / math.sqrt(self.cfg.d_head)")]),
+    ("MLP", [("post = F.gelu(pre)", "post = nn.GELU()(pre)")]),
+]
+
+
+@pytest.mark.parametrize("name", CHAPTER.exercises)
+def test_grader_passes_the_reference(name):
+    exercise = CHAPTER.exercises[name]
+    assert exercise.run(exercise.reference).verdict is Verdict.PASS
+
+
+@pytest.mark.parametrize("name, edits, words", WRONG, ids=[f"{name}-{i}" for i, (name, _, _) in enumerate(WRONG)])
+def test_grader_fails_a_wrong_implementation_and_names_the_mistake(solution, name, edits, words):
+    result = CHAPTER.exercises[name].run(edited_solution(solution, name, edits))
+    assert result.verdict in (Verdict.FAIL, Verdict.ERROR)
+    assert words in result.message, result.summary()
+    assert "Traceback" not in result.message
+
+
+def test_every_exercise_has_at_least_two_wrong_implementations():
+    counts = Counter(name for name, _, _ in WRONG)
+    assert {name: counts[name] for name in CHAPTER.exercises if counts[name] < 2} == {}
+
+
+@pytest.mark.parametrize("name, edits", ALSO_RIGHT, ids=[name for name, _ in ALSO_RIGHT])
+def test_grader_accepts_another_right_answer(solution, name, edits):
+    result = CHAPTER.exercises[name].run(edited_solution(solution, name, edits))
+    assert result.verdict is Verdict.PASS, result.summary()
+
+
+def test_hidden_tests_catch_code_that_assumes_d_head_is_d_model_over_n_heads(solution):
+    assumes = edited_solution(solution, "Attention", [("self.cfg.d_head", "(self.cfg.d_model // self.cfg.n_heads)")])
+    exercise = CHAPTER.exercises["Attention"]
+    assert exercise.run(assumes, exercise.variants[:1]).verdict is Verdict.PASS  # the visible test
+    assert exercise.run(assumes).verdict is Verdict.FAIL  # with the hidden ones
+
+
+def test_failure_messages_show_shapes_and_the_first_difference():
+    with pytest.raises(GraderFailure, match=r"expected shape \(2, 3\), got \(3, 2\)"):
+        compare_tensors(torch.zeros(3, 2), torch.zeros(2, 3), what="x")
+    actual = torch.zeros(2, 3)
+    actual[1, 2] = 0.5
+    with pytest.raises(GraderFailure, match=r"1 of 6 entries differ; the first, at \[1, 2\], should be 0 and is 0\.5"):
+        compare_tensors(actual, torch.zeros(2, 3), what="x", mistakes=[(lambda a: False, "never")])
+    with pytest.raises(GraderFailure, match=r"Likely mistake: doubled"):
+        compare_tensors(2 * torch.ones(2), torch.ones(2), what="x", mistakes=[(lambda a: (a == 2).all(), "doubled")])
+    with pytest.raises(GraderFailure, match="forget to `return`"):
+        compare_tensors(None, torch.zeros(2), what="x")
+
+
+def test_check_prints_a_verdict_and_raises_only_under_nbgrader(solution, capsys, monkeypatch):
+    check = make_check("00_transformer_from_scratch")
+    stub = edited_solution(solution, "MLP", [("post = F.gelu(pre)", "raise NotImplementedError()")])
+
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    assert check(solution.namespace["MLP"]) is None
+    assert check(stub) is None
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "PASS: MLP (1/1 points)"
+    assert printed[1] == "NOT ATTEMPTED: MLP (0/1 points)"
+    assert "Hint:" in printed[-1]
+
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    check(solution.namespace["MLP"], seed=1, config="odd_shapes")
+    with pytest.raises(ExerciseNotPassed, match="NOT ATTEMPTED: MLP"):
+        check(stub)
+
+
+def test_loading_a_notebook_runs_around_errors_magics_and_skipped_cells(tmp_path):
+    path = tmp_path / "00_transformer_from_scratch.ipynb"
+    skipped = code("raise SystemExit('a skipped cell ran')")
+    skipped.metadata["tags"] = ["skip-when-grading"]
+    write(notebook([
+        code("%matplotlib inline\nimport math\n!echo hello"),
+        code("1 / 0"),
+        skipped,
+        graded_test("raise RuntimeError('a graded test cell ran')", grade_id="test", points=1),
+        code("%%time\nroot = math.sqrt(4)"),
+    ]), path)
+    submission = load_submission(path)
+    assert submission.chapter == "00_transformer_from_scratch"
+    assert submission.namespace["root"] == 2
+    assert [(error.cell, error.error) for error in submission.cell_errors] == [(1, "ZeroDivisionError: division by zero")]
+
+
+def test_mi_course_check_passes_the_solution_notebook(capsys):
+    assert checking.main(SOLUTION) == 0
+    out = capsys.readouterr().out
+    assert f"Score: {CHAPTER.max_points:g} / {CHAPTER.max_points:g}" in out
+    assert out.count(" pass ") == len(CHAPTER.exercises)
+
+
+def test_mi_course_check_on_the_student_notebook_reports_not_attempted():
+    run = subprocess.run([sys.executable, "-m", "mi_course.cli", "check", str(STUDENT)],
+                         capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 1
+    assert run.stdout.count("not attempted") == len(CHAPTER.exercises), run.stdout
+    assert f"Score: 0 / {CHAPTER.max_points:g}" in run.stdout
+    assert "Traceback" not in run.stdout + run.stderr
+
+
+def test_pytest_graders_passes_the_solution_notebook():
+    run = subprocess.run([sys.executable, "-m", "pytest", "graders", "-q", "-p", "no:cacheprovider",
+                          "--submission", str(SOLUTION)], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"{len(CHAPTER.exercises)} passed" in run.stdout
+
+
+def test_notebooks_are_up_to_date():
+    """solutions/*.ipynb are what their builder scripts write, and course/ is their release."""
+    stale = [path.name for path, text in built_chapters().items() if path.read_text(encoding="utf-8") != text]
+    assert stale == [], "run: mi-course release"
+    assert is_stale(SOLUTIONS_DIR, COURSE_DIR) == [], "run: mi-course release"
+
+
+def test_the_solution_notebook_runs_top_to_bottom(tmp_path):
+    nb = nbformat.read(SOLUTION, as_version=4)
+    # The training cell is the notebook's one long cell: a few steps prove that it runs.
+    (parameters,) = [i for i, cell in enumerate(nb.cells) if "parameters" in cell.metadata.get("tags", [])]
+    nb.cells.insert(parameters + 1, nbformat.v4.new_code_cell("TRAIN_STEPS = 12\nEVAL_EVERY = 5"))
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    printed = "".join(output.get("text", "") for cell in nb.cells for output in cell.get("outputs", []))
+    assert printed.count("PASS: ") == sum(len(exercise.variants) for exercise in CHAPTER.exercises.values())
+    assert "Your DemoTransformer reproduces the shipped model's logits." in printed
