@@ -25,7 +25,9 @@ chapter gives byte-identical files.
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import inspect
 import re
 import textwrap
 from os import PathLike
@@ -35,7 +37,7 @@ from typing import Iterable
 import nbformat
 from nbformat.notebooknode import NotebookNode
 
-__all__ = ["markdown", "code", "solution", "graded_test", "notebook", "write"]
+__all__ = ["markdown", "code", "solution", "solution_from_reference", "graded_test", "notebook", "write"]
 
 _GRADE_ID = re.compile(r"^[A-Za-z0-9_-]+$")  # nbgrader v3 schema, non-empty
 
@@ -80,6 +82,35 @@ def solution(text: str, grade_id: str) -> NotebookNode:
     cell = nbformat.v4.new_code_cell(_clean(text))
     cell.metadata["nbgrader"] = _nbgrader(grade_id, solution=True)
     return cell
+
+
+def solution_from_reference(function, grade_id: str | None = None) -> NotebookNode:
+    """A solution cell made from a reference function's own source.
+
+    The signature and docstring stay visible to the learner; the body goes between the
+    solution markers, so the student notebook keeps the signature and gets a stub. The
+    notebook is generated from the reference, so the two cannot drift apart.
+    """
+    source = textwrap.dedent(inspect.getsource(function))
+    definition = ast.parse(source).body[0]
+    if not isinstance(definition, ast.FunctionDef):
+        raise TypeError(f"{function!r} is not a plain function")
+    body = definition.body
+    has_docstring = isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+        and isinstance(body[0].value.value, str)
+    if has_docstring and len(body) == 1:
+        raise ValueError(f"{function.__name__} has a docstring but no body to hide")
+    first_hidden = body[1] if has_docstring else body[0]
+    lines = source.splitlines()
+    start = first_hidden.lineno - 1
+    indent = lines[start][: len(lines[start]) - len(lines[start].lstrip())]
+    text = "\n".join([
+        *lines[:start],
+        f"{indent}### BEGIN SOLUTION",
+        *lines[start:],
+        f"{indent}### END SOLUTION",
+    ])
+    return solution(text, grade_id or function.__name__)
 
 
 def graded_test(text: str, grade_id: str, points: float) -> NotebookNode:

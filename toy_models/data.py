@@ -65,23 +65,8 @@ def repeated_random_tokens(
     _check_at_least("n_sequences", n_sequences, 1)
     _check_at_least("seq_len", seq_len, 1)
     _check_at_least("n_repeats", n_repeats, 1)
-    if bos_token is None:
-        _check_at_least("d_vocab", d_vocab, 1)
-        block = torch.randint(0, d_vocab, (n_sequences, seq_len), generator=generator)
-    else:
-        # One token is reserved for BOS, so at least one other must remain.
-        _check_at_least("d_vocab (with a bos_token)", d_vocab, 2)
-        if not 0 <= bos_token < d_vocab:
-            raise ValueError(f"bos_token={bos_token} must lie in [0, d_vocab={d_vocab})")
-        # Draw from d_vocab - 1 values, then step over the BOS id: uniform
-        # over every token except BOS.
-        block = torch.randint(0, d_vocab - 1, (n_sequences, seq_len), generator=generator)
-        block = block + (block >= bos_token).long()
-    tokens = block.repeat(1, n_repeats)
-    if bos_token is not None:
-        bos_column = torch.full((n_sequences, 1), bos_token, dtype=torch.long)
-        tokens = torch.cat([bos_column, tokens], dim=1)
-    return tokens
+    block = _random_tokens(n_sequences, seq_len, d_vocab, bos_token, generator)
+    return _prepend_bos(block.repeat(1, n_repeats), bos_token)
 
 
 def periodic_random_tokens(
@@ -107,21 +92,34 @@ def periodic_random_tokens(
     _check_at_least("seq_len", seq_len, 1)
     _check_at_least("min_period", min_period, 1)
     _check_at_least("max_period", max_period, min_period)
+    block = _random_tokens(n_sequences, seq_len, d_vocab, bos_token, generator)
+    period = torch.randint(min_period, max_period + 1, (n_sequences, 1), generator=generator)
+    return _prepend_bos(block.gather(1, torch.arange(seq_len)[None, :] % period), bos_token)
+
+
+def _random_tokens(
+    n_sequences: int, length: int, d_vocab: int, bos_token: int | None, generator: torch.Generator
+) -> Int[Tensor, "batch pos"]:
+    """Uniform random tokens that never use ``bos_token``, so that the beginning-of-
+    sequence marker stays unambiguous."""
     if bos_token is None:
         _check_at_least("d_vocab", d_vocab, 1)
-        block = torch.randint(0, d_vocab, (n_sequences, seq_len), generator=generator)
-    else:
-        _check_at_least("d_vocab (with a bos_token)", d_vocab, 2)
-        if not 0 <= bos_token < d_vocab:
-            raise ValueError(f"bos_token={bos_token} must lie in [0, d_vocab={d_vocab})")
-        block = torch.randint(0, d_vocab - 1, (n_sequences, seq_len), generator=generator)
-        block = block + (block >= bos_token).long()
-    period = torch.randint(min_period, max_period + 1, (n_sequences, 1), generator=generator)
-    tokens = block.gather(1, torch.arange(seq_len)[None, :] % period)
-    if bos_token is not None:
-        bos_column = torch.full((n_sequences, 1), bos_token, dtype=torch.long)
-        tokens = torch.cat([bos_column, tokens], dim=1)
-    return tokens
+        return torch.randint(0, d_vocab, (n_sequences, length), generator=generator)
+    # One token is reserved for BOS, so at least one other must remain.
+    _check_at_least("d_vocab (with a bos_token)", d_vocab, 2)
+    if not 0 <= bos_token < d_vocab:
+        raise ValueError(f"bos_token={bos_token} must lie in [0, d_vocab={d_vocab})")
+    # Draw from d_vocab - 1 values, then step over the BOS id: uniform over every
+    # token except BOS.
+    tokens = torch.randint(0, d_vocab - 1, (n_sequences, length), generator=generator)
+    return tokens + (tokens >= bos_token).long()
+
+
+def _prepend_bos(tokens: Int[Tensor, "batch pos"], bos_token: int | None) -> Int[Tensor, "batch pos"]:
+    if bos_token is None:
+        return tokens
+    bos_column = torch.full((tokens.shape[0], 1), bos_token, dtype=torch.long)
+    return torch.cat([bos_column, tokens], dim=1)
 
 
 def _check_at_least(name: str, value: int, minimum: int) -> None:
