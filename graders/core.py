@@ -47,6 +47,8 @@ __all__ = [
 #: Chapter name (the notebook's file name without .ipynb) -> the module that grades it.
 CHAPTERS: Mapping[str, str] = {
     "00_transformer_from_scratch": "graders.chapter_00",
+    "01_three_buckets": "graders.chapter_01",
+    "02_induction_heads": "graders.chapter_02",
 }
 
 # Outputs agree when |actual - expected| <= ATOL + RTOL * |expected|: loose enough for a

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import torch
 from IPython.core.inputtransformer2 import TransformerManager
 
 from graders.core import CHAPTERS
@@ -110,11 +111,25 @@ def load_submission(path: str | os.PathLike) -> Submission:
     namespace = _new_namespace()
     errors = []
     os.environ.setdefault("MPLBACKEND", "Agg")  # plots are drawn into nothing
-    for index, cell in enumerate(notebook.cells):
-        if cell.cell_type != "code" or _is_graded_test(cell) or SKIP_TAG in cell.metadata.get("tags", []):
-            continue
-        try:
-            run_cell(cell.source, namespace, f"<cell {index}>")
-        except (Exception, SystemExit) as error:  # noqa: BLE001 - recorded, grading goes on
-            errors.append(CellError(index, f"{type(error).__name__}: {error}"))
+    with _torch_global_state_restored():
+        for index, cell in enumerate(notebook.cells):
+            if cell.cell_type != "code" or _is_graded_test(cell) or SKIP_TAG in cell.metadata.get("tags", []):
+                continue
+            try:
+                run_cell(cell.source, namespace, f"<cell {index}>")
+            except (Exception, SystemExit) as error:  # noqa: BLE001 - recorded, grading goes on
+                errors.append(CellError(index, f"{type(error).__name__}: {error}"))
     return Submission(path, chapter, namespace, tuple(errors))
+
+
+@contextlib.contextmanager
+def _torch_global_state_restored():
+    """A notebook may switch torch's global settings (`torch.set_grad_enabled(False)` at the
+    top is common); they must not leak into the graders or whatever runs next."""
+    grad_enabled, dtype, threads = torch.is_grad_enabled(), torch.get_default_dtype(), torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_grad_enabled(grad_enabled)
+        torch.set_default_dtype(dtype)
+        torch.set_num_threads(threads)

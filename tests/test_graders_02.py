@@ -1,0 +1,186 @@
+"""Chapter 02's graders, notebook and release, end to end.
+
+The wrong implementations are the solution notebook's own cells (generated from
+`solutions/induction_heads.py`) with one realistic mistake edited in, so each reads as a
+small diff against the right answer. If the solution's text changes so that an edit no
+longer applies, the test says so.
+"""
+
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from graders import Verdict, load_submission
+from graders.chapter_02 import CHAPTER, reference_circuit
+from graders.submission import run_cell
+from mi_course import checking
+from mi_course.cli import COURSE_DIR, SOLUTIONS_DIR, built_chapters
+from mi_course.release import is_stale
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = "02_induction_heads.ipynb"
+SOLUTION = SOLUTIONS_DIR / NOTEBOOK
+STUDENT = COURSE_DIR / NOTEBOOK
+
+
+@pytest.fixture(scope="module")
+def solution():
+    return load_submission(SOLUTION)
+
+
+def edited_solution(solution, name: str, edits: list[tuple[str, str]]):
+    """The object `name` defined by its solution cell with each `old` text replaced by
+    `new`, in a copy of the solution notebook's namespace."""
+    cells = nbformat.read(SOLUTION, as_version=4).cells
+    (source,) = [cell.source for cell in cells if cell.metadata.get("nbgrader", {}).get("grade_id") == name]
+    for old, new in edits:
+        assert old in source, f"{old!r} is no longer in the solution of {name}: update this test's edit"
+        source = source.replace(old, new)
+    namespace = dict(solution.namespace)
+    run_cell(source, namespace, f"<edited {name}>")
+    return namespace[name]
+
+
+CIRCUIT = '{"previous_token": [(0, 0)], "induction": [(1, 0), (1, 1)]}'
+
+# (exercise, the learner's mistake as edits of the solution, words the verdict's message must contain)
+WRONG = [
+    ("previous_token_scores", [("offset=-1", "offset=1")], "off-by-one diagonal"),
+    ("previous_token_scores", [("offset=-1", "offset=0")], "off-by-one diagonal"),
+    ("previous_token_scores", [(".mean(dim=(0, -1))", ".mean(dim=(0, 1))")], "averaged over the wrong axes"),
+    ("previous_token_scores", [(".mean(dim=(0, -1))", ".sum(dim=-1).mean(dim=0)")], "summed over positions"),
+    ("current_token_scores", [("offset=0", "offset=-1")], "off-by-one diagonal"),
+    ("current_token_scores", [(".mean(dim=(0, -1))", ".mean(dim=(0, 1))")], "averaged over the wrong axes"),
+    ("first_token_scores", [("pattern[..., 0]", "pattern[..., 0, :]")], "first *query's* row"),
+    ("first_token_scores", [("pattern[..., 0]", "pattern[..., 1:, 0]")], "left out query 0"),
+    ("prefix_matching_scores", [("tokens[:, None, :-1]", "tokens[:, None, :]"), ("(1, 0)", "(0, 0)")], "duplicate-token head"),
+    ("prefix_matching_scores", [("(attended * has_target[:, None]).sum(dim=(0, 2)) / has_target.sum()",
+                                 "attended.mean(dim=(0, 2))")], "averaged over every query"),
+    ("prefix_matching_scores", [("tokens[:, None, :-1]", "tokens[:, None, :-2]"), ("(1, 0)", "(2, 0)")], "off by one"),
+    ("in_context_learning_score", [("per_token_loss[:, late].mean() - per_token_loss[:, early].mean()",
+                                    "per_token_loss[:, early].mean() - per_token_loss[:, late].mean()")], "wrong sign"),
+    ("in_context_learning_score", [("per_token_loss[:, late].mean() - per_token_loss[:, early].mean()",
+                                    "per_token_loss[:, late:].mean() - per_token_loss[:, :early].mean()")], "ranges of tokens"),
+    ("in_context_learning_score", [("per_token_loss[:, late].mean() - per_token_loss[:, early].mean()",
+                                    "per_token_loss[:, late - 1].mean() - per_token_loss[:, early - 1].mean()")], "off by one"),
+    ("head_ablation_losses", [('cache["z", layer][:, :, head].mean(dim=0)', 'cache["z", layer][:, :, head].mean(dim=(0, 1))')],
+     "over the batch *and the positions*"),
+    ("head_ablation_losses", [("per_token[:, -(seq_len - 1):]", "per_token[:, seq_len:]")], "first token of the repeat"),
+    ("head_ablation_losses", [("per_token[:, -(seq_len - 1):].mean()", "per_token.mean()")], "over the whole sequence"),
+    ("head_ablation_losses", [('0.0 if kind == "zero" else mean_z', "0.0")], "you ran zero ablation when kind='mean'"),
+    ("direct_logit_attribution", [("        out = out - out.mean(dim=-1, keepdim=True)  # the final LayerNorm centres every component\n", "")],
+     "did not centre"),
+    ("direct_logit_attribution", [("model.W_U.T[tokens[:, 1:]]", "model.W_U.T[tokens[:, :-1]]")], "the token at p itself"),
+    ("direct_logit_attribution", [("out / scale[:, :, None]", "out")], "did not divide by the final LayerNorm's scale"),
+    ("direct_logit_attribution", [(" * model.ln_final.w", "")], "ln_final.w"),
+    ("full_ov_circuit", [("return W_E @ W_OV @ model.W_U", "return (W_E @ W_OV @ model.W_U).T")], "transposed"),
+    ("full_ov_circuit", [("FactoredMatrix(model.blocks[layer].attn.W_V[head], model.blocks[layer].attn.W_O[head])",
+                          "FactoredMatrix(model.blocks[layer].attn.W_Q[head], model.blocks[layer].attn.W_K[head].T)"),
+                         ("W_E @ W_OV @ model.W_U", "W_E @ W_OV @ W_E.T")], "QK circuit"),
+    ("full_ov_circuit", [("W_V[head]", "W_V[0]"), ("W_O[head]", "W_O[0]")], "another head's W_V or W_O"),
+    ("top1_copying_accuracy", [("argmax(dim=-1)", "argmax(dim=0)")], "wrong axis"),
+    ("top1_copying_accuracy", [(".float().mean().item()", ".sum().item()")], "how many tokens copy"),
+    ("k_composition_score", [("composed = W_OV @ W_QK.T", "composed = W_OV @ W_QK")], "Q-composition"),
+    ("k_composition_score", [("(composed.norm() / (W_OV.norm() * W_QK.norm())).item()", "composed.norm().item()")],
+     "did not normalise"),
+    ("k_composition_score", [("composed = W_OV @ W_QK.T", "composed = W_QK.T @ W_OV")], "wrong order"),
+    ("induction_circuit", [(CIRCUIT, '{"previous_token": [(0, 1)], "induction": [(1, 0), (1, 1)]}')], "Head 0.1 spreads"),
+    ("induction_circuit", [(CIRCUIT, '{"previous_token": [(0, 0)], "induction": [(1, 0)]}')],
+     "Both layer-1 heads are induction heads"),
+    ("induction_circuit", [(CIRCUIT, '{"previous_token": [(0, 0), (0, 1)], "induction": [(1, 0), (1, 1), (0, 0)]}')],
+     "A layer-0 head cannot be an induction head"),
+    ("induction_circuit", [(CIRCUIT, '{"copying": [(1, 0)]}')], "unknown role 'copying'"),
+    ("induction_circuit", [(CIRCUIT, "[(0, 0), (1, 0), (1, 1)]")], "should return a dict"),
+]
+
+# Right answers written differently: the graders must accept them.
+ALSO_RIGHT = [
+    ("previous_token_scores", [("return pattern.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(0, -1))",
+                                "pos = pattern.shape[-1]\n    return pattern[:, :, torch.arange(1, pos), torch.arange(pos - 1)].mean(dim=(0, 2))")]),
+    ("first_token_scores", [("return pattern[..., 0].mean(dim=(0, -1))",
+                             'return einops.reduce(pattern[..., 0], "batch head query -> head", "mean")')]),
+    ("in_context_learning_score", [("per_token_loss[:, late].mean() - per_token_loss[:, early].mean()",
+                                    "(per_token_loss[:, late] - per_token_loss[:, early]).mean().item()")]),
+    ("top1_copying_accuracy", [(".float().mean().item()", ".float().mean()")]),
+    ("k_composition_score", [("composed.norm()", "torch.linalg.matrix_norm(composed)")]),
+    ("induction_circuit", [(CIRCUIT, '{"Previous-token heads": ["L0H0"], "induction_heads": [[1, 0], "1.1"]}')]),
+    ("induction_circuit", [(CIRCUIT, '{"previous_token": (0, 0), "induction": {(1, 1), (1, 0)}}')]),
+]
+
+
+@pytest.mark.parametrize("name", CHAPTER.exercises)
+def test_grader_passes_the_reference(name):
+    exercise = CHAPTER.exercises[name]
+    assert exercise.run(exercise.reference).verdict is Verdict.PASS
+
+
+@pytest.mark.parametrize("name, edits, words", WRONG, ids=[f"{name}-{i}" for i, (name, _, _) in enumerate(WRONG)])
+def test_grader_fails_a_wrong_implementation_and_names_the_mistake(solution, name, edits, words):
+    result = CHAPTER.exercises[name].run(edited_solution(solution, name, edits))
+    assert result.verdict in (Verdict.FAIL, Verdict.ERROR)
+    assert words in result.message, result.summary()
+    assert "Traceback" not in result.message
+
+
+def test_every_exercise_has_at_least_two_wrong_implementations():
+    counts = Counter(name for name, _, _ in WRONG)
+    assert {name: counts[name] for name in CHAPTER.exercises if counts[name] < 2} == {}
+
+
+@pytest.mark.parametrize("name, edits", ALSO_RIGHT, ids=[f"{name}-{i}" for i, (name, _) in enumerate(ALSO_RIGHT)])
+def test_grader_accepts_another_right_answer(solution, name, edits):
+    result = CHAPTER.exercises[name].run(edited_solution(solution, name, edits))
+    assert result.verdict is Verdict.PASS, result.summary()
+
+
+def test_the_reference_circuit_is_measured_from_the_shipped_model():
+    assert reference_circuit() == {"previous_token": {(0, 0)}, "induction": {(1, 0), (1, 1)}}
+
+
+def test_the_visible_check_of_ablation_misses_what_the_hidden_tests_catch(solution):
+    always_zero = edited_solution(solution, "head_ablation_losses", [('0.0 if kind == "zero" else mean_z', "0.0")])
+    exercise = CHAPTER.exercises["head_ablation_losses"]
+    assert exercise.run(always_zero, exercise.variants[:1]).verdict is Verdict.PASS
+    assert exercise.run(always_zero).verdict is Verdict.FAIL
+
+
+def test_mi_course_check_passes_the_solution_notebook(capsys):
+    assert checking.main(SOLUTION) == 0
+    out = capsys.readouterr().out
+    assert f"Score: {CHAPTER.max_points:g} / {CHAPTER.max_points:g}" in out
+    assert out.count(" pass ") == len(CHAPTER.exercises)
+
+
+def test_mi_course_check_on_the_student_notebook_reports_not_attempted():
+    run = subprocess.run([sys.executable, "-m", "mi_course.cli", "check", str(STUDENT)],
+                         capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 1
+    assert run.stdout.count("not attempted") == len(CHAPTER.exercises), run.stdout
+    assert f"Score: 0 / {CHAPTER.max_points:g}" in run.stdout
+    assert "Traceback" not in run.stdout + run.stderr
+
+
+def test_notebooks_are_up_to_date():
+    """solutions/02_induction_heads.ipynb is what its builder writes, and course/ is its release."""
+    built = {path.name: text for path, text in built_chapters().items()}
+    assert SOLUTION.read_text(encoding="utf-8") == built[NOTEBOOK], "run: mi-course release"
+    assert NOTEBOOK not in [Path(path).name for path in is_stale(SOLUTIONS_DIR, COURSE_DIR)], "run: mi-course release"
+
+
+def test_the_solution_notebook_runs_top_to_bottom_and_training_forms_induction_heads(tmp_path):
+    """The whole notebook, live training included (about a minute): the model trained live
+    reaches an induction score >= 0.9, the one-layer control does not come close."""
+    nb = nbformat.read(SOLUTION, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    printed = "".join(output.get("text", "") for cell in nb.cells for output in cell.get("outputs", []))
+    assert printed.count("PASS: ") == sum(len(exercise.variants) for exercise in CHAPTER.exercises.values())
+    live = float(re.search(r"LIVE 2-layer: final best induction score ([\d.]+)", printed).group(1))
+    control = float(re.search(r"CONTROL 1-layer: best induction score at any step ([\d.]+)", printed).group(1))
+    assert live >= 0.9, printed
+    assert control < 0.3, printed
