@@ -37,7 +37,8 @@ from typing import Iterable
 import nbformat
 from nbformat.notebooknode import NotebookNode
 
-__all__ = ["markdown", "code", "solution", "solution_from_reference", "graded_test", "notebook", "write"]
+__all__ = ["markdown", "code", "solution", "solution_from_reference", "graded_test", "notebook", "write",
+           "tagged", "check_cell", "exercise_table", "effort_section"]
 
 _GRADE_ID = re.compile(r"^[A-Za-z0-9_-]+$")  # nbgrader v3 schema, non-empty
 
@@ -164,3 +165,49 @@ def write(nb: NotebookNode, path: str | PathLike) -> Path:
     text = nbformat.writes(nb)
     path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
     return path
+
+
+# --------------------------------------------------------------------------- chapter helpers
+# A chapter's builder passes its graders' `Chapter` (exercises with points and variants)
+# and its EFFORT table {exercise: (difficulty out of 5, minutes)}.
+
+
+def tagged(cell: NotebookNode, *tags: str) -> NotebookNode:
+    cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def _check_call(name: str, variant) -> str:
+    return f"check({name}" + "".join(f", {key}={value!r}" for key, value in variant.items()) + ")"
+
+
+def check_cell(chapter, name: str) -> NotebookNode:
+    """The graded test after an exercise: `check(name)` with the grader's first variant,
+    then, hidden from the learner, its other variants (other seeds, other shapes)."""
+    exercise = chapter.exercises[name]
+    visible, *hidden = (_check_call(name, variant) for variant in exercise.variants)
+    return graded_test(
+        "\n".join([visible, "### BEGIN HIDDEN TESTS", *hidden, "### END HIDDEN TESTS"]),
+        grade_id=f"check_{name}",
+        points=exercise.points,
+    )
+
+
+def _stars(difficulty: int) -> str:
+    return "★" * difficulty + "☆" * (5 - difficulty)
+
+
+def exercise_table(chapter, effort: dict[str, tuple[int, int]]) -> str:
+    """A markdown table of the chapter's exercises: points, difficulty and time."""
+    rows = [f"| `{name}` | {chapter.exercises[name].points:g} | {_stars(difficulty)} | {minutes} min |"
+            for name, (difficulty, minutes) in effort.items()]
+    total = f"| total | {chapter.max_points:g} | | {sum(minutes for _, minutes in effort.values())} min |"
+    return "\n".join(["| exercise | points | difficulty | time |", "|---|---|---|---|", *rows, total])
+
+
+def effort_section(effort: dict[str, tuple[int, int]], text: str, *exercises: str) -> NotebookNode:
+    """A markdown cell introducing exercises, ending with their difficulty and time."""
+    difficulty = max(effort[name][0] for name in exercises)
+    minutes = sum(effort[name][1] for name in exercises)
+    line = f"**Difficulty** {_stars(difficulty)} · **Time** about {minutes} minutes"
+    return markdown(textwrap.dedent(text).strip("\n") + "\n\n" + line)

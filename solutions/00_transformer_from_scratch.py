@@ -8,36 +8,18 @@ the chapter's graders (`graders.chapter_00`), and a test runs the graders on the
 solutions written here, so the two cannot drift apart.
 """
 
-import textwrap
+from functools import partial
 from pathlib import Path
 
 from nbformat.notebooknode import NotebookNode
 
 from graders.chapter_00 import CHAPTER
 from graders.submission import SKIP_TAG
-from mi_course.notebook_builder import code, graded_test, markdown, notebook, solution, write
+from mi_course.notebook_builder import (
+    check_cell, code, effort_section, exercise_table, markdown, notebook, solution, tagged, write,
+)
 
 NOTEBOOK = Path(__file__).with_suffix(".ipynb")
-
-
-def tagged(cell: NotebookNode, *tags: str) -> NotebookNode:
-    cell.metadata["tags"] = list(tags)
-    return cell
-
-
-def check_cell(name: str) -> NotebookNode:
-    """The graded test after an exercise: `check(name)`, then, hidden from the learner, the
-    grader's other variants (another seed, other model shapes)."""
-    exercise = CHAPTER.exercises[name]
-    hidden = [
-        f"check({name}, " + ", ".join(f"{key}={value!r}" for key, value in variant.items()) + ")"
-        for variant in exercise.variants[1:]
-    ]
-    return graded_test(
-        "\n".join([f"check({name})", "### BEGIN HIDDEN TESTS", *hidden, "### END HIDDEN TESTS"]),
-        grade_id=f"check_{name}",
-        points=exercise.points,
-    )
 
 
 # Difficulty out of 5, and minutes, of each exercise (points come from the graders).
@@ -54,23 +36,10 @@ EFFORT = {
 }
 
 
-def stars(difficulty: int) -> str:
-    return "★" * difficulty + "☆" * (5 - difficulty)
+# The shared chapter helpers, bound to this chapter.
+check_cell = partial(check_cell, CHAPTER)
+section = partial(effort_section, EFFORT)
 
-
-def exercise_table() -> str:
-    rows = [f"| `{name}` | {CHAPTER.exercises[name].points:g} | {stars(difficulty)} | {minutes} min |"
-            for name, (difficulty, minutes) in EFFORT.items()]
-    total = f"| total | {CHAPTER.max_points:g} | | {sum(minutes for _, minutes in EFFORT.values())} min |"
-    return "\n".join(["| exercise | points | difficulty | time |", "|---|---|---|---|", *rows, total])
-
-
-def section(text: str, *exercises: str) -> NotebookNode:
-    """A markdown cell introducing exercises, ending with their difficulty and time."""
-    difficulty = max(EFFORT[name][0] for name in exercises)
-    minutes = sum(EFFORT[name][1] for name in exercises)
-    effort = f"**Difficulty** {stars(difficulty)} · **Time** about {minutes} minutes"
-    return markdown(textwrap.dedent(text).strip("\n") + "\n\n" + effort)
 
 
 def chapter() -> NotebookNode:
@@ -102,7 +71,7 @@ def chapter() -> NotebookNode:
             TransformerLens's: keep the ones given, because the grader loads weights by name.
 
         """),
-        markdown(exercise_table()),
+        markdown(exercise_table(CHAPTER, EFFORT)),
         code("""
             import math
 

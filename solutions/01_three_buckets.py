@@ -8,14 +8,16 @@ reference function in `solutions/three_buckets.py` (its signature and docstring 
 body hidden), and the points and hidden tests come from `graders.chapter_01`.
 """
 
-import textwrap
+from functools import partial
 from pathlib import Path
 
 from nbformat.notebooknode import NotebookNode
 
 from graders.chapter_01 import CHAPTER
 from graders.submission import SKIP_TAG
-from mi_course.notebook_builder import code, graded_test, markdown, notebook, solution_from_reference, write
+from mi_course.notebook_builder import (
+    check_cell, code, effort_section, exercise_table, markdown, notebook, solution_from_reference, write,
+)
 from solutions import three_buckets as reference
 
 NOTEBOOK = Path(__file__).with_suffix(".ipynb")
@@ -32,6 +34,12 @@ EFFORT = {
 }
 
 
+# The shared chapter helpers, bound to this chapter.
+check_cell = partial(check_cell, CHAPTER)
+section = partial(effort_section, EFFORT)
+
+
+
 def analysis(text: str) -> NotebookNode:
     """A code cell that runs the model: skipped when a notebook is graded, which needs
     only the exercises' definitions."""
@@ -40,40 +48,8 @@ def analysis(text: str) -> NotebookNode:
     return cell
 
 
-def check_cell(name: str) -> NotebookNode:
-    """`check(name)`, then, hidden from the learner, the grader's other variants."""
-    exercise = CHAPTER.exercises[name]
-    hidden = [
-        f"check({name}, " + ", ".join(f"{key}={value!r}" for key, value in variant.items()) + ")"
-        for variant in exercise.variants[1:]
-    ]
-    return graded_test(
-        "\n".join([f"check({name})", "### BEGIN HIDDEN TESTS", *hidden, "### END HIDDEN TESTS"]),
-        grade_id=f"check_{name}",
-        points=exercise.points,
-    )
-
-
 def exercise(name: str) -> list[NotebookNode]:
     return [solution_from_reference(getattr(reference, name)), check_cell(name)]
-
-
-def stars(difficulty: int) -> str:
-    return "★" * difficulty + "☆" * (5 - difficulty)
-
-
-def exercise_table() -> str:
-    rows = [f"| `{name}` | {CHAPTER.exercises[name].points:g} | {stars(difficulty)} | {minutes} min |"
-            for name, (difficulty, minutes) in EFFORT.items()]
-    total = f"| total | {CHAPTER.max_points:g} | | {sum(minutes for _, minutes in EFFORT.values())} min |"
-    return "\n".join(["| exercise | points | difficulty | time |", "|---|---|---|---|", *rows, total])
-
-
-def section(text: str, *exercises: str) -> NotebookNode:
-    difficulty = max(EFFORT[name][0] for name in exercises)
-    minutes = sum(EFFORT[name][1] for name in exercises)
-    effort = f"**Difficulty** {stars(difficulty)} · **Time** about {minutes} minutes"
-    return markdown(textwrap.dedent(text).strip("\n") + "\n\n" + effort)
 
 
 def chapter() -> NotebookNode:
@@ -102,7 +78,7 @@ def chapter() -> NotebookNode:
             was expected, what came back and the likely mistake.
             `mi-course check course/01_three_buckets.ipynb` grades them all at once.
         """),
-        markdown(exercise_table()),
+        markdown(exercise_table(CHAPTER, EFFORT)),
         code("""
             from collections.abc import Callable
 

@@ -8,37 +8,24 @@ reference function of the same name in `solutions/induction_heads.py`, and its p
 hidden tests come from the chapter's graders (`graders.chapter_02`).
 """
 
-import textwrap
+from functools import partial
 from pathlib import Path
 
 from nbformat.notebooknode import NotebookNode
 
 from graders.chapter_02 import CHAPTER
 from graders.submission import SKIP_TAG
-from mi_course.notebook_builder import code, graded_test, markdown, notebook, solution_from_reference, write
+from mi_course.notebook_builder import (
+    check_cell, code, effort_section, exercise_table, markdown, notebook, solution_from_reference, tagged, write,
+)
 from solutions import induction_heads as reference
 
 NOTEBOOK = Path(__file__).with_suffix(".ipynb")
 
 
-def tagged(cell: NotebookNode, *tags: str) -> NotebookNode:
-    cell.metadata["tags"] = list(tags)
-    return cell
-
-
 def exercise(name: str) -> list[NotebookNode]:
-    """The exercise cell, generated from the reference, then its graded `check`: the first
-    variant visible, the others hidden from the learner."""
-    graded = CHAPTER.exercises[name]
-    hidden = [
-        f"check({name}, " + ", ".join(f"{key}={value!r}" for key, value in variant.items()) + ")"
-        for variant in graded.variants[1:]
-    ]
-    first = graded.variants[0]
-    visible = f"check({name}" + "".join(f", {key}={value!r}" for key, value in first.items()) + ")"
-    test = graded_test("\n".join([visible, "### BEGIN HIDDEN TESTS", *hidden, "### END HIDDEN TESTS"]),
-                       grade_id=f"check_{name}", points=graded.points)
-    return [solution_from_reference(getattr(reference, name)), test]
+    """The exercise cell, generated from the reference, then its graded `check`."""
+    return [solution_from_reference(getattr(reference, name)), check_cell(name)]
 
 
 # Difficulty out of 5, and minutes, of each exercise (points come from the graders).
@@ -57,22 +44,10 @@ EFFORT = {
 }
 
 
-def stars(difficulty: int) -> str:
-    return "★" * difficulty + "☆" * (5 - difficulty)
+# The shared chapter helpers, bound to this chapter.
+check_cell = partial(check_cell, CHAPTER)
+section = partial(effort_section, EFFORT)
 
-
-def exercise_table() -> str:
-    rows = [f"| `{name}` | {CHAPTER.exercises[name].points:g} | {stars(difficulty)} | {minutes} min |"
-            for name, (difficulty, minutes) in EFFORT.items()]
-    total = f"| total | {CHAPTER.max_points:g} | | {sum(minutes for _, minutes in EFFORT.values())} min |"
-    return "\n".join(["| exercise | points | difficulty | time |", "|---|---|---|---|", *rows, total])
-
-
-def section(text: str, *exercises: str) -> NotebookNode:
-    difficulty = max(EFFORT[name][0] for name in exercises)
-    minutes = sum(EFFORT[name][1] for name in exercises)
-    effort = f"**Difficulty** {stars(difficulty)} · **Time** about {minutes} minutes"
-    return markdown(textwrap.dedent(text).strip("\n") + "\n\n" + effort)
 
 
 def chapter() -> NotebookNode:
@@ -100,7 +75,7 @@ def chapter() -> NotebookNode:
             `mi-course check course/02_induction_heads.ipynb` grades everything at once. The
             whole notebook runs in about two minutes on a laptop.
         """),
-        markdown(exercise_table()),
+        markdown(exercise_table(CHAPTER, EFFORT)),
         code("""
             import dataclasses
             import math
