@@ -16,8 +16,8 @@ from nbclient import NotebookClient
 
 from graders import Verdict, load_submission
 from graders.chapter_01 import CHAPTER
-from graders.submission import run_cell
 from mi_course import checking
+from solution_edits import edited_solution
 from mi_course.cli import COURSE_DIR, SOLUTIONS_DIR
 from mi_course.release import is_stale
 
@@ -30,18 +30,6 @@ STUDENT = COURSE_DIR / NOTEBOOK
 @pytest.fixture(scope="module")
 def solution():
     return load_submission(SOLUTION)
-
-
-def edited_solution(solution, name: str, edits: list[tuple[str, str]]):
-    """The function `name` as its solution cell defines it with each `old` replaced by `new`."""
-    cells = nbformat.read(SOLUTION, as_version=4).cells
-    (source,) = [cell.source for cell in cells if cell.metadata.get("nbgrader", {}).get("grade_id") == name]
-    for old, new in edits:
-        assert old in source, f"{old!r} is no longer in the solution of {name}: update this test's edit"
-        source = source.replace(old, new)
-    namespace = dict(solution.namespace)
-    run_cell(source, namespace, f"<edited {name}>")
-    return namespace[name]
 
 
 UPDATE = "current = (current + is_open[:, pos] - is_close[:, pos]).clamp(min=0)"

@@ -18,8 +18,8 @@ from nbclient import NotebookClient
 
 from graders import Verdict, load_submission
 from graders.chapter_02 import CHAPTER, reference_circuit
-from graders.submission import run_cell
 from mi_course import checking
+from solution_edits import edited_solution
 from mi_course.cli import COURSE_DIR, SOLUTIONS_DIR, built_chapters
 from mi_course.release import is_stale
 
@@ -32,19 +32,6 @@ STUDENT = COURSE_DIR / NOTEBOOK
 @pytest.fixture(scope="module")
 def solution():
     return load_submission(SOLUTION)
-
-
-def edited_solution(solution, name: str, edits: list[tuple[str, str]]):
-    """The object `name` defined by its solution cell with each `old` text replaced by
-    `new`, in a copy of the solution notebook's namespace."""
-    cells = nbformat.read(SOLUTION, as_version=4).cells
-    (source,) = [cell.source for cell in cells if cell.metadata.get("nbgrader", {}).get("grade_id") == name]
-    for old, new in edits:
-        assert old in source, f"{old!r} is no longer in the solution of {name}: update this test's edit"
-        source = source.replace(old, new)
-    namespace = dict(solution.namespace)
-    run_cell(source, namespace, f"<edited {name}>")
-    return namespace[name]
 
 
 CIRCUIT = '{"previous_token": [(0, 0)], "induction": [(1, 0), (1, 1)]}'
