@@ -22,9 +22,9 @@ from toy_models.superposition import (
     n_represented,
     select_instances,
     sparse_features,
-    train_and_save,
     train_superposition,
 )
+from toy_models.train import train
 
 
 def small_config(**changes) -> SuperpositionConfig:
@@ -268,7 +268,8 @@ def test_shipped_100_20_sticks_at_one_and_a_half():
 def test_rebuilding_5_2_reproduces_the_shipped_metrics(tmp_path):
     """The one slow test (about 10 s): retrain from the recipe and compare."""
     name = "superposition-5-2"
-    rebuilt = train_and_save(name, tmp_path, progress=False)
+    rebuilt = train(name, tmp_path, progress=False)  # what `mi-course train superposition-5-2 --out DIR` runs
+    assert (tmp_path / "model.safetensors").exists()
     shipped = read_description(SHIPPED_DIR / name)["metrics"]
     for key, value in shipped.items():
         if key == "train_seconds":

@@ -30,7 +30,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from toy_models.checkpoints import SHIPPED_DIR, load_weights, read_description, save_checkpoint
+from toy_models.checkpoints import load_weights, read_description, save_checkpoint
 
 # ----------------------------------------------------------------------------------------
 # Config and data
@@ -460,11 +460,8 @@ def headline_metrics(model: SuperpositionModel, loss_curve: list[float]) -> dict
     return {"final_loss": final_loss, **shape_metrics}
 
 
-def train_and_save(name: str, out_dir: Path, progress: bool = True) -> dict[str, float]:
-    """Retrain the named checkpoint from its recipe into `out_dir / name`; return its metrics.
-
-    `out_dir` is the parent folder, e.g. `toy_models.checkpoints.SHIPPED_DIR`.
-    """
+def train_and_save(name: str, directory: Path, progress: bool = True) -> dict[str, float]:
+    """Retrain the named checkpoint from its recipe into the folder `directory`; return its metrics."""
     if name not in SUPERPOSITION_RECIPES:
         raise ValueError(f"Unknown recipe {name!r}. Known: {', '.join(SUPERPOSITION_RECIPES)}.")
     recipe = SUPERPOSITION_RECIPES[name]
@@ -474,7 +471,7 @@ def train_and_save(name: str, out_dir: Path, progress: bool = True) -> dict[str,
     seconds = time.perf_counter() - started
     metrics = {**headline_metrics(model, loss_curve), "train_seconds": round(seconds, 2)}
     save_checkpoint(
-        Path(out_dir) / name,
+        Path(directory),
         model,
         config,
         kind="superposition",
@@ -483,13 +480,6 @@ def train_and_save(name: str, out_dir: Path, progress: bool = True) -> dict[str,
         loss_curve=loss_curve,
     )
     return metrics
-
-
-def build_superposition_checkpoints(
-    out_dir: Path = SHIPPED_DIR, progress: bool = True
-) -> dict[str, dict[str, float]]:
-    """Rebuild every superposition checkpoint (by default over the shipped ones)."""
-    return {name: train_and_save(name, out_dir, progress) for name in SUPERPOSITION_RECIPES}
 
 
 def load_superposition(directory: Path) -> SuperpositionModel:
