@@ -12,6 +12,7 @@ Every grader takes `seed` (the random weights and inputs) and `config` (a key of
 `CONFIGS`); the notebook's hidden tests use another seed and odd model shapes.
 """
 
+import copy
 import dataclasses
 import math
 from collections.abc import Callable, Iterator
@@ -362,10 +363,11 @@ def grade_block(TransformerBlock: type, *, seed: int = 0, config: str = "small")
         generator = torch.Generator().manual_seed(seed)
 
         # With attention and MLP writing nothing, a block must pass its input through.
-        silent = learner_module(TransformerBlock, cfg, ref)
-        for name, param in silent.named_parameters():
+        silent_ref = copy.deepcopy(ref)
+        for name, param in silent_ref.named_parameters():
             if name.rsplit(".", 1)[-1] in ("W_O", "b_O", "W_out", "b_out"):
                 param.zero_()
+        silent = learner_module(TransformerBlock, cfg, silent_ref)
         x = random_residual(generator, 2, 5, cfg.d_model)
         post_ln = (lambda: ref.ln1(x)) if cfg.attn_only else (lambda: ref.ln2(ref.ln1(x)))
         compare_tensors(silent(x), x, what=f"Output of the {kind} when its attention and MLP write zeros", mistakes=[

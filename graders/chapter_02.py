@@ -20,7 +20,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import FactoredMatrix
 
-from graders.core import Chapter, GraderFailure, compare_tensors, looks_like
+from graders.core import Chapter, GraderFailure, compare_circuits, compare_tensors, looks_like, read_circuit
 from solutions import induction_heads as reference
 from toy_models import load_pretrained
 from toy_models.data import repeated_random_tokens
@@ -526,17 +526,6 @@ def reference_circuit() -> dict[str, frozenset[tuple[int, int]]]:
     return {role: frozenset(heads) for role, heads in circuit.items()}
 
 
-def parse_head(head: object) -> tuple[int, int]:
-    """(layer, head) from (0, 1), [0, 1], "0.1", "L0H1" or "0,1"."""
-    if isinstance(head, (tuple, list)) and len(head) == 2 and all(isinstance(x, int) for x in head):
-        return int(head[0]), int(head[1])
-    if isinstance(head, str):
-        digits = [int(part) for part in "".join(c if c.isdigit() else " " for c in head).split()]
-        if len(digits) == 2:
-            return digits[0], digits[1]
-    raise GraderFailure(f"cannot read {head!r} as a head: write each head as a (layer, head) pair, such as (0, 1).")
-
-
 @CHAPTER.exercise(
     "induction_circuit", points=2, reference=reference.induction_circuit,
     hint="Use your detectors on the shipped model: which layer-0 head attends to the previous token (on the "
@@ -544,44 +533,21 @@ def parse_head(head: object) -> tuple[int, int]:
          "confirm with your ablation table. Return {'previous_token': [(layer, head), ...], 'induction': [...]}.",
 )
 def grade_induction_circuit(induction_circuit: Callable) -> None:
-    answer = induction_circuit()
-    if not isinstance(answer, dict):
-        raise GraderFailure(f"induction_circuit() should return a dict {{role: [(layer, head), ...]}}, got "
-                            f"{type(answer).__name__}." + (" Did you forget to `return` it?" if answer is None else ""))
-    given: dict[str, set[tuple[int, int]]] = {}
-    for key, heads in answer.items():
-        role = role_of(key)
-        if role is None:
-            raise GraderFailure(f"unknown role {key!r}: the roles are {', '.join(map(repr, ROLES))}.")
-        if isinstance(heads, (str, tuple)) and not isinstance(heads, list):
-            try:  # a single head, not in a list
-                heads = [heads] if isinstance(heads, str) or all(isinstance(x, int) for x in heads) else list(heads)
-            except TypeError:
-                pass
-        given.setdefault(role, set()).update(parse_head(head) for head in heads)
-    expected = reference_circuit()
-    problems = []
-    for role in ROLES:
-        ours, theirs = expected[role], given.get(role, set())
-        if ours == theirs:
-            continue
-        missing, extra = sorted(ours - theirs), sorted(theirs - ours)
-        line = f"role {role!r}: expected {sorted(ours)}, got {sorted(theirs)}."
-        if missing:
-            line += f" Missing {missing}."
-        if extra:
-            line += f" {extra} {'does' if len(extra) == 1 else 'do'} not play this role in the shipped model."
-        if role == "previous_token" and any(layer != 0 for layer, _ in theirs):
-            line += " A previous-token head must be in layer 0: an induction head reads what it writes."
-        if role == "induction" and any(layer == 0 for layer, _ in theirs):
-            line += " A layer-0 head cannot be an induction head: it has no earlier head to compose with."
-        if role == "previous_token" and (0, 1) in theirs:
-            line += (" Head 0.1 spreads its attention over several recent tokens; its previous-token score is "
-                     "well below head 0.0's, and ablating it barely changes the loss on the repeat.")
-        if role == "induction" and 0 < len(theirs & ours) < len(ours):
-            line += " Both layer-1 heads are induction heads (each has an induction score above 0.9): the model " \
-                    "splits the job between them, which is why ablating one alone hurts much less than ablating both."
-        problems.append(line)
-    if problems:
-        raise GraderFailure("Your circuit does not match the one measured on the shipped induction-2l:\n"
-                            + "\n".join(f"  - {p}" for p in problems))
+    given = read_circuit(induction_circuit(), what="induction_circuit()", role_of=role_of, roles=ROLES)
+    compare_circuits(reference_circuit(), given, model="induction-2l", explain=explain_induction_roles)
+
+
+def explain_induction_roles(role: str, ours: set[tuple[int, int]], theirs: set[tuple[int, int]]) -> str:
+    extra = sorted(theirs - ours)
+    line = f" {extra} {'does' if len(extra) == 1 else 'do'} not play this role in the shipped model." if extra else ""
+    if role == "previous_token" and any(layer != 0 for layer, _ in theirs):
+        line += " A previous-token head must be in layer 0: an induction head reads what it writes."
+    if role == "induction" and any(layer == 0 for layer, _ in theirs):
+        line += " A layer-0 head cannot be an induction head: it has no earlier head to compose with."
+    if role == "previous_token" and (0, 1) in theirs:
+        line += (" Head 0.1 spreads its attention over several recent tokens; its previous-token score is "
+                 "well below head 0.0's, and ablating it barely changes the loss on the repeat.")
+    if role == "induction" and 0 < len(theirs & ours) < len(ours):
+        line += " Both layer-1 heads are induction heads (each has an induction score above 0.9): the model " \
+                "splits the job between them, which is why ablating one alone hurts much less than ablating both."
+    return line

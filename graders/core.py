@@ -24,23 +24,21 @@ from __future__ import annotations
 
 import enum
 import importlib
-import linecache
 import os
-import sysconfig
-import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from mi_course.learner_code import describe_error, stub_name
+
 __all__ = [
-    "Chapter", "Exercise", "GraderFailure", "ExerciseNotPassed", "Verdict", "Result",
-    "compare_tensors", "looks_like", "load_reference_weights", "load_chapter",
+    "Chapter", "Exercise", "GraderFailure", "LearnerCodeFailed", "ExerciseNotPassed", "Verdict", "Result",
+    "compare_tensors", "looks_like", "load_reference_weights", "load_chapter", "parse_head", "read_circuit",
+    "compare_circuits",
     "make_check", "CHAPTERS",
 ]
 
@@ -49,6 +47,8 @@ CHAPTERS: Mapping[str, str] = {
     "00_transformer_from_scratch": "graders.chapter_00",
     "01_three_buckets": "graders.chapter_01",
     "02_induction_heads": "graders.chapter_02",
+    "03_indirect_object_identification": "graders.chapter_03",
+    "04_superposition_and_saes": "graders.chapter_04",
 }
 
 # Outputs agree when |actual - expected| <= ATOL + RTOL * |expected|: loose enough for a
@@ -60,6 +60,15 @@ ATOL = 1e-5
 
 class GraderFailure(Exception):
     """The learner's code ran but gave a wrong answer; the message teaches why."""
+
+
+class LearnerCodeFailed(Exception):
+    """The learner's code, run elsewhere (in a sandbox), did not give an answer: it raised,
+    was a stub, or broke a limit. Carries the verdict and the message to report."""
+
+    def __init__(self, verdict: "Verdict", message: str):
+        super().__init__(message)
+        self.verdict, self.message = verdict, message
 
 
 class ExerciseNotPassed(AssertionError):
@@ -151,12 +160,16 @@ class Chapter:
 
     def grade(self, name: str, namespace: Mapping[str, Any]) -> Result:
         """Grade exercise `name` against the object of that name a learner's notebook defined."""
-        exercise = self.exercises[name]
         if name not in namespace:
-            message = (f"The notebook defines no `{name}`. Did the cell that defines it run "
-                       f"without an error, and is it still called `{name}`?")
-            return Result(name, Verdict.ERROR, 0, exercise.points, message, exercise.hint)
-        return exercise.run(namespace[name])
+            return self.missing(name)
+        return self.exercises[name].run(namespace[name])
+
+    def missing(self, name: str) -> Result:
+        """The result of exercise `name` when the notebook defines no object of that name."""
+        exercise = self.exercises[name]
+        message = (f"The notebook defines no `{name}`. Did the cell that defines it run "
+                   f"without an error, and is it still called `{name}`?")
+        return Result(name, Verdict.ERROR, 0, exercise.points, message, exercise.hint)
 
     def grade_namespace(self, namespace: Mapping[str, Any]) -> list[Result]:
         """Grade every exercise against the objects a learner's notebook defined."""
@@ -194,52 +207,20 @@ def _verdict(grade: Callable[..., None], obj: Any, variant: Mapping[str, Any]) -
         grade(obj, **variant)
     except GraderFailure as failure:
         return Verdict.FAIL, str(failure)
+    except LearnerCodeFailed as failed:  # in a sandbox: already described there, or a containment event
+        return failed.verdict, failed.message
     except NotImplementedError as error:
-        stub = _learner_frame(error.__traceback__, deepest_only=True)
+        stub = stub_name(error)
         if stub is None:  # raised inside torch, not by a stub: an error like any other
-            return Verdict.ERROR, _describe_error(error)
-        return Verdict.NOT_ATTEMPTED, f"`{stub[0]}` still raises NotImplementedError: replace the stub with your code."
+            return Verdict.ERROR, describe_error(error)
+        return Verdict.NOT_ATTEMPTED, not_attempted_message(stub)
     except Exception as error:  # noqa: BLE001 - any exception from learner code is reported, not raised
-        return Verdict.ERROR, _describe_error(error)
+        return Verdict.ERROR, describe_error(error)
     return Verdict.PASS, ""
 
 
-# Python's, torch's and the graders' own code live in these folders; code anywhere else
-# (a notebook cell, the learner's own module) is the learner's.
-_NOT_LEARNER_DIRS = tuple(
-    str(Path(directory).resolve())
-    for directory in (*{sysconfig.get_paths()[key] for key in ("stdlib", "purelib", "platlib")}, Path(__file__).parent)
-)
-
-
-def _is_learner_code(filename: str) -> bool:
-    on_disk = not filename.startswith("<") and os.path.exists(filename)  # cells are "<cell 3>" or not on disk
-    return not (on_disk and str(Path(filename).resolve()).startswith(_NOT_LEARNER_DIRS))
-
-
-def _learner_frame(tb: TracebackType | None, *, deepest_only: bool = False) -> tuple[str, int, str] | None:
-    """(function's qualified name, line number, line text) of the deepest frame of learner
-    code in the traceback; with `deepest_only`, only if the deepest frame of all is one."""
-    found = None
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        if _is_learner_code(code.co_filename):
-            line = linecache.getline(code.co_filename, tb.tb_lineno, tb.tb_frame.f_globals).strip()
-            found = (code.co_qualname, tb.tb_lineno, line)
-        elif deepest_only:
-            found = None
-        tb = tb.tb_next
-    return found
-
-
-def _describe_error(error: Exception) -> str:
-    text = f"Your code raised {type(error).__name__}: {error}"
-    where = _learner_frame(error.__traceback__)
-    if where is None:  # the grader itself failed: say where, so that it can be reported
-        last = traceback.extract_tb(error.__traceback__)[-1]
-        return f"{text}\n  (raised in the grader, {Path(last.filename).name} line {last.lineno}: please report this)"
-    qualname, lineno, line = where
-    return f"{text}\n  in `{qualname}`, line {lineno}" + (f": {line}" if line else "")
+def not_attempted_message(stub: str) -> str:
+    return f"`{stub}` still raises NotImplementedError: replace the stub with your code."
 
 
 # --------------------------------------------------------------------------- comparisons
@@ -319,6 +300,57 @@ def _shape(tensor: Tensor) -> str:
     return str(tuple(tensor.shape))
 
 
+# --------------------------------------------------------------------------- circuits
+
+Head = tuple[int, int]
+
+
+def parse_head(head: object) -> Head:
+    """(layer, head) from (0, 1), [0, 1], "0.1", "L0H1" or "0,1"."""
+    if isinstance(head, (tuple, list)) and len(head) == 2 and all(isinstance(x, int) for x in head):
+        return int(head[0]), int(head[1])
+    if isinstance(head, str):
+        digits = [int(part) for part in "".join(c if c.isdigit() else " " for c in head).split()]
+        if len(digits) == 2:
+            return digits[0], digits[1]
+    raise GraderFailure(f"cannot read {head!r} as a head: write each head as a (layer, head) pair, such as (0, 1).")
+
+
+def read_circuit(answer: object, *, what: str, role_of: Callable[[object], str | None],
+                 roles: Sequence[str]) -> dict[str, set[Head]]:
+    """A learner's circuit, {role: [(layer, head), ...]}, with its roles named however the
+    learner likes (`role_of` reads them) and each head in any of `parse_head`'s forms."""
+    if not isinstance(answer, dict):
+        raise GraderFailure(f"{what} should return a dict {{role: [(layer, head), ...]}}, got "
+                            f"{type(answer).__name__}." + (" Did you forget to `return` it?" if answer is None else ""))
+    given: dict[str, set[Head]] = {}
+    for key, heads in answer.items():
+        role = role_of(key)
+        if role is None:
+            raise GraderFailure(f"unknown role {key!r}: the roles are {', '.join(map(repr, roles))}.")
+        if isinstance(heads, str) or (isinstance(heads, tuple) and all(isinstance(x, int) for x in heads)):
+            heads = [heads]  # a single head, not in a list
+        given.setdefault(role, set()).update(parse_head(head) for head in heads)
+    return given
+
+
+def compare_circuits(expected: Mapping[str, set[Head] | frozenset[Head]], given: Mapping[str, set[Head]], *,
+                     model: str, explain: Callable[[str, set[Head], set[Head]], str]) -> None:
+    """Raise `GraderFailure` unless `given` has exactly the heads of `expected` in each role;
+    `explain(role, expected heads, given heads)` adds what the shipped model says about them."""
+    problems = []
+    for role, ours in expected.items():
+        theirs = given.get(role, set())
+        if ours == theirs:
+            continue
+        missing = sorted(ours - theirs)
+        line = f"role {role!r}: expected {sorted(ours)}, got {sorted(theirs)}." + (f" Missing {missing}." if missing else "")
+        problems.append(line + explain(role, set(ours), theirs))
+    if problems:
+        raise GraderFailure(f"Your circuit does not match the one measured on the shipped {model}:\n"
+                            + "\n".join(f"  - {p}" for p in problems))
+
+
 # --------------------------------------------------------------------------- weights
 
 def load_reference_weights(learner: Any, reference: nn.Module, *, what: str) -> None:
@@ -328,7 +360,7 @@ def load_reference_weights(learner: Any, reference: nn.Module, *, what: str) -> 
     there must be no others; buffers (constants such as a stored mask) are the learner's
     business. Each problem is reported with the likely fix.
     """
-    if not isinstance(learner, nn.Module):
+    if not (isinstance(learner, nn.Module) or getattr(learner, "remote_kind", None) == "module"):
         raise GraderFailure(f"{what} should be a torch.nn.Module, got {type(learner).__name__}.")
     ours = dict(reference.named_parameters())
     theirs = dict(learner.named_parameters())
@@ -350,9 +382,7 @@ def load_reference_weights(learner: Any, reference: nn.Module, *, what: str) -> 
             "loaded into it:\n" + "\n".join(f"  - {p}" for p in problems)
             + "\nKeep the parameter names and shapes given in the exercise."
         )
-    with torch.no_grad():
-        for name, param in theirs.items():
-            param.copy_(ours[name])
+    learner.load_state_dict({name: ours[name] for name in theirs}, strict=False)  # its buffers are its own
 
 
 # --------------------------------------------------------------------------- notebooks

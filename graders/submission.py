@@ -1,27 +1,26 @@
 """Load a learner's notebook for grading: run its code, keep the objects it defines.
 
 The code runs in this Python process, with the learner's permissions. That is right for
-checking your own work; grading other people's notebooks needs a sandbox (a container
-without network, limits on time and memory), which this module does not provide.
+checking your own work; to grade other people's notebooks, use `mi-course grade`, which
+runs each notebook in a sandbox and decides the grades outside it (`mi_course.grading`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
-import linecache
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import torch
-from IPython.core.inputtransformer2 import TransformerManager
 
 from graders.core import CHAPTERS
+from mi_course.learner_code import new_namespace, run_cell
 
-__all__ = ["SKIP_TAG", "CellError", "Submission", "chapter_of", "load_submission", "run_cell"]
+__all__ = ["SKIP_TAG", "CellError", "Submission", "chapter_of", "cells_to_run", "load_submission"]
 
 #: Cells with this tag are not run when grading: long demos, such as training a model,
 #: that no exercise depends on.
@@ -57,50 +56,22 @@ def chapter_of(notebook: nbformat.NotebookNode, path: Path) -> str:
     return chapter
 
 
-class _GradingShell:
-    """Stands in for IPython's `get_ipython()`, which the transformed magics call: line
-    magics and shell commands (`%matplotlib inline`, `!pip ...`) do nothing when grading,
-    and a cell magic (`%%time`) just runs its cell."""
-
-    def __init__(self, namespace: dict[str, Any]):
-        self.namespace = namespace
-
-    def run_line_magic(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    system = getoutput = run_line_magic
-
-    def run_cell_magic(self, magic: str, line: str, cell: str) -> None:
-        exec(TransformerManager().transform_cell(cell), self.namespace)  # noqa: S102 - the learner's cell
-
-
 def _is_graded_test(cell: nbformat.NotebookNode) -> bool:
     nbgrader = cell.metadata.get("nbgrader", {})
     return nbgrader.get("grade", False) and not nbgrader.get("solution", False)
 
 
-def _new_namespace() -> dict[str, Any]:
-    """The globals of a fresh notebook, as a kernel starts them."""
-    namespace: dict[str, Any] = {"__name__": "__main__"}
-    shell = _GradingShell(namespace)
-    namespace["get_ipython"] = lambda: shell
-    return namespace
-
-
-def run_cell(source: str, namespace: dict[str, Any], filename: str) -> None:
-    """Run one cell's code in `namespace`, discarding what it prints. Its lines are
-    registered under `filename`, so that an error report can quote the learner's line."""
-    python = TransformerManager().transform_cell(source)  # `%magic` and `!command` become calls
-    linecache.cache[filename] = (len(python), None, python.splitlines(keepends=True), filename)
-    code = compile(python, filename, "exec")
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        exec(code, namespace)  # noqa: S102 - running the learner's notebook is the point
+def cells_to_run(notebook: nbformat.NotebookNode) -> list[tuple[int, str]]:
+    """(index, source) of the code cells grading runs: all but the graded test cells (the
+    graders run those checks themselves) and cells tagged `skip-when-grading`."""
+    return [
+        (index, cell.source) for index, cell in enumerate(notebook.cells)
+        if cell.cell_type == "code" and not _is_graded_test(cell) and SKIP_TAG not in cell.metadata.get("tags", [])
+    ]
 
 
 def load_submission(path: str | os.PathLike) -> Submission:
-    """Run every code cell of the notebook at `path` in a fresh namespace, except the
-    graded test cells (the graders run those checks themselves) and cells tagged
-    `skip-when-grading`; return the namespace.
+    """Run the notebook's `cells_to_run` in a fresh namespace, in this process; return it.
 
     A cell that raises is recorded and the next cell runs anyway, as when a learner runs
     the cells one by one: one broken exercise must not hide the others.
@@ -108,17 +79,17 @@ def load_submission(path: str | os.PathLike) -> Submission:
     path = Path(path)
     notebook = nbformat.read(path, as_version=4)
     chapter = chapter_of(notebook, path)
-    namespace = _new_namespace()
+    namespace = new_namespace()
     errors = []
     os.environ.setdefault("MPLBACKEND", "Agg")  # plots are drawn into nothing
     with _torch_global_state_restored():
-        for index, cell in enumerate(notebook.cells):
-            if cell.cell_type != "code" or _is_graded_test(cell) or SKIP_TAG in cell.metadata.get("tags", []):
-                continue
+        for index, source in cells_to_run(notebook):
             try:
-                run_cell(cell.source, namespace, f"<cell {index}>")
+                run_cell(source, namespace, f"<cell {index}>")
             except (Exception, SystemExit) as error:  # noqa: BLE001 - recorded, grading goes on
                 errors.append(CellError(index, f"{type(error).__name__}: {error}"))
+    if "matplotlib.pyplot" in sys.modules:  # the notebook's figures, kept open by pyplot, are not needed
+        sys.modules["matplotlib.pyplot"].close("all")
     return Submission(path, chapter, namespace, tuple(errors))
 
 

@@ -1,4 +1,4 @@
-"""`mi-course`: start the course, check your work, rebuild its models and notebooks."""
+"""`mi-course`: start the course, check your work, grade a class, rebuild its models and notebooks."""
 
 import argparse
 import os
@@ -47,6 +47,27 @@ def check(args: argparse.Namespace) -> int:
     return check_notebook(args.notebook)
 
 
+def grade(args: argparse.Namespace) -> int:
+    """Grade a class's notebooks in sandboxes; write the gradebook and feedback."""
+    from mi_course.grading import find_submissions, grade_class, resolve_chapter
+    from mi_course.sandbox import Containment, Limits, detect_containment
+
+    chapter = resolve_chapter(args.chapter)
+    submissions = find_submissions(args.submissions, chapter)
+    if not submissions:
+        print(f"No notebooks in {args.submissions} (looked for *.ipynb and */{chapter}/*.ipynb).", file=sys.stderr)
+        return 1
+    containment = Containment(False, "--limits-only was given") if args.limits_only else detect_containment()
+    if not containment.isolated:
+        print(f"warning: sandbox with {containment.describe()}", file=sys.stderr)
+    limits = Limits(exercise_seconds=args.exercise_seconds, exercise_cpu_seconds=int(args.exercise_seconds),
+                    memory_bytes=int(args.memory_gb * 2**30))
+    grades = grade_class(submissions, chapter, args.out, limits=limits, workers=args.workers, containment=containment)
+    mean = sum(g.score for g in grades) / len(grades)
+    print(f"{len(grades)} students graded; mean {mean:.2f} / {grades[0].max_score:g}. Gradebook: {args.out}")
+    return 0
+
+
 def built_chapters() -> dict[Path, str]:
     """Each chapter's source notebook as its builder script (solutions/<chapter>.py)
     writes it now: {notebook path: text}."""
@@ -84,6 +105,23 @@ def release(args: argparse.Namespace) -> int:
     return 0
 
 
+def explore(args: argparse.Namespace) -> int:
+    """Write the feature explorer of a shipped SAE and print where its page is."""
+    from mi_course.explorer import build_explorer, load_labels
+    from toy_models import load_pretrained
+    from toy_models.sae import SHIPPED_SAE, load_sae
+
+    name = args.sae or SHIPPED_SAE
+    sae = load_sae(name)
+    labels = load_labels(args.labels, sae.cfg.d_sae) if args.labels else None
+    index = build_explorer(
+        load_pretrained(sae.cfg.model_name), sae, args.out,
+        n_windows=args.windows, n_features=args.features, labels=labels, title=f"Features of {name}",
+    )
+    print(index.resolve())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mi-course", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -105,11 +143,37 @@ def build_parser() -> argparse.ArgumentParser:
     check_parser.add_argument("notebook", type=Path, help="e.g. course/00_transformer_from_scratch.ipynb")
     check_parser.set_defaults(run=check)
 
+    grade_parser = commands.add_parser(
+        "grade", help="grade a class's notebooks in sandboxes, in parallel; write a gradebook and feedback"
+    )
+    grade_parser.add_argument("submissions", type=Path,
+                              help="a folder of notebooks, or nbgrader's submitted/{student}/{chapter}/ folder")
+    grade_parser.add_argument("--chapter", required=True, help="e.g. 00 or 00_transformer_from_scratch")
+    grade_parser.add_argument("--out", type=Path, default=Path("grades.csv"),
+                              help="the gradebook; results and feedback go beside it (default: grades.csv)")
+    grade_parser.add_argument("--workers", type=int, default=None, help="students graded at once (default: cores)")
+    grade_parser.add_argument("--exercise-seconds", type=float, default=60.0,
+                              help="wall-clock and CPU time each exercise's code may use (default: 60)")
+    grade_parser.add_argument("--memory-gb", type=float, default=3.0, help="memory each notebook may use (default: 3)")
+    grade_parser.add_argument("--limits-only", action="store_true",
+                              help="do not isolate (namespaces, own user): resource limits only")
+    grade_parser.set_defaults(run=grade)
+
     release_parser = commands.add_parser(
         "release", help="rebuild solutions/*.ipynb from their scripts, then the student notebooks in course/"
     )
     release_parser.add_argument("--check", action="store_true", help="only report stale notebooks; exit 1 if any")
     release_parser.set_defaults(run=release)
+
+    explore_parser = commands.add_parser(
+        "explore", help="write a static web page browsing the features of a sparse autoencoder"
+    )
+    explore_parser.add_argument("--sae", default=None, help="a shipped SAE (default: the course's, code-2l-sae)")
+    explore_parser.add_argument("--out", type=Path, default=Path("explorer"), help="folder (default: explorer/)")
+    explore_parser.add_argument("--windows", type=int, default=1024, help="validation windows to read (default: 1024)")
+    explore_parser.add_argument("--features", type=int, default=None, help="only the first K features (default: all)")
+    explore_parser.add_argument("--labels", type=Path, default=None, help='a JSON file {"12": "a label", ...}')
+    explore_parser.set_defaults(run=explore)
     return parser
 
 

@@ -79,3 +79,92 @@ def from_hf_gpt2(hf_model: "GPT2LMHeadModel") -> Transformer:
     model = Transformer(cfg)
     model.load_state_dict({name: tensor.clone() for name, tensor in ours.items()}, strict=True)
     return model.eval()
+
+
+# --------------------------------------------------------------------------- GPT-2 small, for chapter 03
+# The real model is studied through TransformerLens's `TransformerBridge` (transformer-lens 4
+# has no HookedTransformer) in compatibility mode: TransformerLens's hook names and weight
+# shapes (W_U, W_O, hook_z, ...), LayerNorm folded into the next weights as HookedTransformer did.
+
+def _hub_reachable(name: str, timeout: float = 3.0) -> bool:
+    """True when `name`'s files are in the local Hugging Face cache or the Hub answers."""
+    import socket
+
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return True
+    except Exception:  # noqa: BLE001 - no cache, or an old huggingface_hub: ask the network
+        pass
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except Exception:  # noqa: BLE001 - no DNS, no route, or a sandbox that forbids sockets
+        return False
+
+
+def load_gpt2_bridge(name: str = "gpt2", *, hf_model=None, tokenizer=None):
+    """GPT-2 (small by default) as a TransformerBridge in compatibility mode, in eval mode.
+
+    Pass `hf_model` (a `GPT2LMHeadModel`) and `tokenizer` to wrap a model you already have:
+    nothing is downloaded then. When the weights cannot be downloaded, print one line and
+    return None, so that a notebook can skip its GPT-2 section offline.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if hf_model is None and not _hub_reachable(name):
+        print(f"Skipping GPT-2: {name!r} is not cached and huggingface.co cannot be reached (offline).")
+        return None
+    try:
+        bridge = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=tokenizer)
+    except OSError as error:  # a failed download; anything else is a bug worth a traceback
+        print(f"Skipping GPT-2: could not load {name!r} ({str(error).splitlines()[0]}).")
+        return None
+    bridge.enable_compatibility_mode()
+    return bridge.eval()
+
+
+def ioi_prompts_for_tokenizer(tokenizer, n_prompts: int, *, seed: int = 0, template_id: int = 0):
+    """IOI prompts of one template (`toy_models.data.IOI_TEMPLATES[template_id]`) written as
+    plain English and tokenized by a Hugging Face `tokenizer` (GPT-2's), with a start token.
+
+    Prompts whose names, place or object are not single tokens, or whose length differs from
+    the commonest, are dropped, so that every prompt stacks and its positions line up; at
+    most `n_prompts` are returned, in the course's `IOIPrompts`.
+    """
+    from collections import Counter
+
+    from toy_models.data import IOI_TEMPLATES, IOIPrompts, make_ioi_prompts
+
+    def one_token(word: str) -> int | None:
+        ids = tokenizer.encode(" " + word, add_special_tokens=False)
+        return ids[0] if len(ids) == 1 else None
+
+    candidates = make_ioi_prompts(20 * n_prompts, seed=seed)
+    bos = tokenizer.bos_token_id
+    rows = []
+    for i, sentence in enumerate(candidates.sentences):
+        if candidates.template_ids[i] != template_id:
+            continue
+        words = sentence.split()
+        io_word, s_word = words[candidates.io_pos[i] - 1], words[candidates.s1_pos[i] - 1]
+        io, s = one_token(io_word), one_token(s_word)
+        if io is None or s is None:
+            continue
+        text = sentence.replace(" ,", ",").replace(" .", ".")
+        ids = [bos, *tokenizer.encode(text, add_special_tokens=False)]
+        if ids.count(io) != 1 or ids.count(s) != 2:
+            continue
+        s_positions = [p for p, t in enumerate(ids) if t == s]
+        rows.append((ids, io, s, ids.index(io), *s_positions, text, candidates.orders[i]))
+    if not rows:
+        raise ValueError(f"no prompt of template {IOI_TEMPLATES[template_id]!r} tokenizes with single-token names")
+    length = Counter(len(row[0]) for row in rows).most_common(1)[0][0]
+    rows = [row for row in rows if len(row[0]) == length][:n_prompts]
+    column = lambda k: torch.tensor([row[k] for row in rows])  # noqa: E731
+    return IOIPrompts(
+        tokens=column(0), io_tokens=column(1), s_tokens=column(2), io_pos=column(3), s1_pos=column(4),
+        s2_pos=column(5), end_pos=torch.full((len(rows),), length - 1), orders=tuple(row[7] for row in rows),
+        template_ids=torch.full((len(rows),), template_id), sentences=tuple(row[6] for row in rows),
+    )

@@ -13,4 +13,8 @@ def load_pretrained(name: str) -> nn.Module:
     description = read_description(directory)
     if description["kind"] == "superposition":
         return load_superposition(directory)
+    if description["kind"] == "sae":  # a sparse autoencoder, e.g. code-2l-sae
+        from toy_models.sae import load_sae
+
+        return load_sae(name)
     return load_weights(directory, Transformer(TransformerConfig.from_dict(description["config"])))

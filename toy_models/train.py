@@ -236,13 +236,15 @@ def train(name: str, out_dir: Path | None = None, *, progress: bool = True) -> d
     folder) and return its headline metrics."""
     # Imported here to keep the transformer's import light; the superposition models have
     # their own, much smaller, training loop.
-    from toy_models import superposition
+    from toy_models import sae, superposition
 
     directory = Path(out_dir) if out_dir is not None else SHIPPED_DIR / name
     if name in superposition.SUPERPOSITION_RECIPES:
         return superposition.train_and_save(name, directory, progress=progress)
+    if name in sae.SAE_RECIPES:
+        return sae.train_and_save(name, directory, progress=progress)
     if name not in TRANSFORMER_JOBS:
-        known = sorted([*TRANSFORMER_JOBS, *superposition.SUPERPOSITION_RECIPES])
+        known = sorted([*TRANSFORMER_JOBS, *superposition.SUPERPOSITION_RECIPES, *sae.SAE_RECIPES])
         raise ValueError(f"No recipe named {name!r}. Recipes: {', '.join(known)}.")
     job = TRANSFORMER_JOBS[name]
     start = time.perf_counter()

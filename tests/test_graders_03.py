@@ -1,0 +1,234 @@
+"""Chapter 03's graders, notebook, reference circuit and GPT-2 loading, end to end.
+
+The wrong implementations are the solution notebook's own cells (generated from
+`solutions/ioi.py`) with one realistic mistake edited in.
+"""
+
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from graders import Verdict, load_submission
+from graders.chapter_03 import CHAPTER, reference_circuit
+from mi_course import checking
+from mi_course.cli import COURSE_DIR, SOLUTIONS_DIR, built_chapters
+from mi_course.release import is_stale
+from solution_edits import edited_solution
+from solutions import ioi as reference
+from toy_models import load_pretrained
+from toy_models.data import make_ioi_prompts
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = "03_indirect_object_identification.ipynb"
+SOLUTION = SOLUTIONS_DIR / NOTEBOOK
+STUDENT = COURSE_DIR / NOTEBOOK
+
+
+@pytest.fixture(scope="module")
+def solution():
+    return load_submission(SOLUTION)
+
+
+CIRCUIT = '{"name_mover": [(0, 0), (0, 1), (0, 3)], "s_suppression": [(1, 0), (1, 3)]}'
+ROW = "final[batch, prompts.io_tokens] - final[batch, prompts.s_tokens]"
+
+# (exercise, the learner's mistake as edits of the solution, words the verdict's message must contain)
+WRONG = [
+    ("mean_logit_diff", [("logits[batch, prompts.end_pos]", "logits[:, -1]")], "wrong position"),
+    ("mean_logit_diff", [(ROW, "final[batch, prompts.s_tokens] - final[batch, prompts.io_tokens]")], "wrong sign"),
+    ("mean_logit_diff", [(f"({ROW}).mean()", f"({ROW})")], "one value per prompt"),
+    ("normalised_logit_diff", [("return (mean_logit_diff(logits, prompts) - corrupted_logit_diff) / (clean_logit_diff - corrupted_logit_diff)",
+                                "return mean_logit_diff(logits, prompts)")], "not normalised"),
+    ("normalised_logit_diff", [("return (mean_logit_diff(logits, prompts) - corrupted_logit_diff) / (clean_logit_diff - corrupted_logit_diff)",
+                                "return mean_logit_diff(logits, prompts) / clean_logit_diff")], "divided by clean_logit_diff only"),
+    ("normalised_logit_diff", [("return (mean_logit_diff(logits, prompts) - corrupted_logit_diff) / (clean_logit_diff - corrupted_logit_diff)",
+                                "return (clean_logit_diff - mean_logit_diff(logits, prompts)) / (clean_logit_diff - corrupted_logit_diff)")],
+     "reversed"),
+    ("residual_logit_diff", [("centred = stack - stack.mean(dim=-1, keepdim=True)", "centred = stack")], "did not centre"),
+    ("residual_logit_diff", [("centred / scale * model.ln_final.w", "centred * model.ln_final.w")], "scale"),
+    ("residual_logit_diff", [("centred / scale * model.ln_final.w", "centred / scale")], "ln_final.w"),
+    ("residual_logit_diff", [("return per_prompt.mean(dim=-1)", "return per_prompt")], "one number per component"),
+    ("patch_residual_by_position", [("act[:, position] = corrupted[hook.name][:, position]", "act[position] = corrupted[hook.name][position]")],
+     "wrong position"),
+    ("patch_residual_by_position", [("act[:, position] = corrupted[hook.name][:, position]", "act[:, position:] = corrupted[hook.name][:, position:]")],
+     "wrong position"),
+    ("patch_residual_by_position", [("model.run_with_cache(corrupted_tokens,", "model.run_with_cache(clean_tokens,"),
+                                    ("model.run_with_hooks(clean_tokens,", "model.run_with_hooks(corrupted_tokens,")], "wrong direction"),
+    ("patch_head_outputs", [("model.run_with_cache(corrupted_tokens,", "model.run_with_cache(clean_tokens,"),
+                            ("model.run_with_hooks(clean_tokens,", "model.run_with_hooks(corrupted_tokens,")], "wrong direction"),
+    ("patch_head_outputs", [("act[:, :, head] = corrupted[hook.name][:, :, head]", "act[:, -1:, head] = corrupted[hook.name][:, -1:, head]")],
+     "wrong position"),
+    ("patch_head_outputs", [("act[:, head] = corrupted[hook.name][:, head]", "act[:, :, head] = corrupted[hook.name][:, :, head]")],
+     "wrong axis"),
+    ("path_patch_head_to_logits", [("z_change = corrupted[\"z\", layer][:, :, head] - clean[\"z\", layer][:, :, head]",
+                                    "z_change = clean[\"z\", layer][:, :, head] - corrupted[\"z\", layer][:, :, head]")], "wrong sign"),
+    ("path_patch_head_to_logits", [("return resid + change", "return resid"),
+                                   ("fwd_hooks=[(final, add_change)]", "fwd_hooks=[(f\"blocks.{layer}.attn.hook_z\", lambda z, hook, head=head: "
+                                    "torch.cat([z[:, :, :head], corrupted[hook.name][:, :, head:head + 1], z[:, :, head + 1:]], dim=2))]")],
+     "activation patching"),
+    ("path_patch_head_to_heads", [("z = clean[hook.name].clone()", "z = z")], "did not freeze"),
+    ("path_patch_head_to_heads", [("act[:, :, head] = recorded[hook.name][:, :, head]", "act[:] = recorded[hook.name]")],
+     "patched every head"),
+    ("attribution_patch_heads", [("change = corrupted[name] - clean_z[name].detach()", "change = clean_z[name].detach() - corrupted[name]")],
+     "wrong direction"),
+    ("attribution_patch_heads", [('"batch pos head d_head, batch pos head d_head -> head")',
+                                  '"batch pos head d_head, batch pos head d_head -> head") * 0 + einops.einsum(change[:, -1:], '
+                                  'clean_z[name].grad[:, -1:], "batch pos head d_head, batch pos head d_head -> head")')],
+     "wrong position"),
+    ("attribution_patch_heads", [("return value.detach() + torch.stack(estimates)", "return torch.stack(estimates)")],
+     "estimated *change*"),
+    ("ablated_logit_diff", [("z[:, :, head] = reference[hook.name][:, :, head].mean(dim=0)", "z[:, :, head] = 0.0")], "zero-ablated"),
+    ("ablated_logit_diff", [(".mean(dim=0)", ".mean(dim=(0, 1))")], "the batch *and the positions*"),
+    ("ablated_logit_diff", [("model.run_with_cache(mean_tokens,", "model.run_with_cache(prompts.tokens,")], "over the prompts themselves"),
+    ("ioi_circuit", [(CIRCUIT, '{"name_mover": [(0, 0), (0, 1), (0, 3)], "s_suppression": [(1, 0), (1, 3), (2, 3)]}')],
+     "attention is not use"),
+    ("ioi_circuit", [(CIRCUIT, '{"name_mover": [(0, 0), (0, 1), (0, 3)], "s_suppression": [(1, 0)]}')], "Missing [(1, 3)]"),
+    ("ioi_circuit", [(CIRCUIT, '{"name_mover": [(1, 0)], "s_inhibition": [(0, 0)]}')], "GPT-2's taxonomy"),
+    ("ioi_circuit", [(CIRCUIT, "[(0, 0), (1, 0), (1, 3)]")], "should return a dict"),
+]
+
+ALSO_RIGHT = [
+    ("mean_logit_diff", [("return (final[batch, prompts.io_tokens] - final[batch, prompts.s_tokens]).mean()",
+                          "return (final.gather(-1, prompts.io_tokens[:, None]) - final.gather(-1, prompts.s_tokens[:, None])).mean().item()")]),
+    ("ioi_circuit", [(CIRCUIT, '{"Name movers": ["0.0", "L0H1", [0, 3]], "S-suppression heads": ["1.0", "1.3"]}')]),
+]
+
+
+@pytest.mark.parametrize("name", CHAPTER.exercises)
+def test_grader_passes_the_reference(name):
+    exercise = CHAPTER.exercises[name]
+    assert exercise.run(exercise.reference).verdict is Verdict.PASS
+
+
+@pytest.mark.parametrize("name, edits, words", WRONG, ids=[f"{name}-{i}" for i, (name, _, _) in enumerate(WRONG)])
+def test_grader_fails_a_wrong_implementation_and_names_the_mistake(solution, name, edits, words):
+    result = CHAPTER.exercises[name].run(edited_solution(solution, name, edits))
+    assert result.verdict in (Verdict.FAIL, Verdict.ERROR)
+    assert words in result.message, result.summary()
+    assert "Traceback" not in result.message
+
+
+def test_every_exercise_has_at_least_two_wrong_implementations():
+    counts = Counter(name for name, _, _ in WRONG)
+    assert {name: counts[name] for name in CHAPTER.exercises if counts[name] < 2} == {}
+
+
+@pytest.mark.parametrize("name, edits", ALSO_RIGHT, ids=[f"{name}-{i}" for i, (name, _) in enumerate(ALSO_RIGHT)])
+def test_grader_accepts_another_right_answer(solution, name, edits):
+    result = CHAPTER.exercises[name].run(edited_solution(solution, name, edits))
+    assert result.verdict is Verdict.PASS, result.summary()
+
+
+# --------------------------------------------------------------------------- the reference circuit
+
+def test_the_reference_circuit_is_measured_from_the_shipped_model():
+    assert reference_circuit() == {"name_mover": {(0, 0), (0, 1), (0, 3)}, "s_suppression": {(1, 0), (1, 3)}}
+    assert {role: set(heads) for role, heads in reference.ioi_circuit().items()} == reference_circuit()
+
+
+@pytest.mark.parametrize("split, seed", [("train", 7), ("test", 8)])
+def test_the_reference_circuit_is_faithful_and_necessary(split, seed):
+    """The issue's thresholds, recomputed from the shipped weights: mean-ablating every head
+    outside the circuit keeps >= 80% of the logit difference; removing the circuit leaves < 20%."""
+    model = load_pretrained("ioi-3l").eval()
+    prompts = make_ioi_prompts(200, split=split, seed=seed)
+    mean_tokens = make_ioi_prompts(200, split=split, seed=seed + 100).corrupt("abc").tokens
+    circuit = sorted(head for heads in reference_circuit().values() for head in heads)
+    outside = [(layer, head) for layer in range(3) for head in range(4) if (layer, head) not in circuit]
+    full = reference.ablated_logit_diff(model, prompts, mean_tokens, [])
+    assert reference.ablated_logit_diff(model, prompts, mean_tokens, outside) / full >= 0.8
+    assert reference.ablated_logit_diff(model, prompts, mean_tokens, circuit) / full < 0.2
+    # minimality on the logit difference: each S-suppression head matters on its own
+    for head in reference_circuit()["s_suppression"]:
+        assert reference.ablated_logit_diff(model, prompts, mean_tokens, outside + [head]) / full < 0.6
+
+
+# --------------------------------------------------------------------------- GPT-2 through TransformerBridge, offline
+
+def small_random_gpt2():
+    """A randomly initialised 2-layer GPT2LMHeadModel and a word-level tokenizer built here."""
+    import tempfile
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from toy_models.data import ioi_tokenizer
+
+    vocab = {word: i for i, word in enumerate(ioi_tokenizer().words)}
+    vocab["<|endoftext|>"] = len(vocab)
+    word_level = Tokenizer(models.WordLevel(vocab, unk_token="<bos>"))
+    word_level.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=word_level, bos_token="<|endoftext|>",
+                                        eos_token="<|endoftext|>", unk_token="<bos>")
+    with tempfile.TemporaryDirectory() as directory:  # reloaded with add_bos_token, as the bridge expects
+        tokenizer.save_pretrained(directory)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(directory, add_bos_token=True)
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=32, vocab_size=len(vocab))
+    return GPT2LMHeadModel(config).eval(), tokenizer
+
+
+def test_gpt2_loading_runs_the_chapter_functions_on_a_small_random_gpt2():
+    from toy_models.hf import ioi_prompts_for_tokenizer, load_gpt2_bridge
+
+    hf_model, tokenizer = small_random_gpt2()
+    bridge = load_gpt2_bridge("gpt2", hf_model=hf_model, tokenizer=tokenizer)
+    assert bridge is not None
+    prompts = ioi_prompts_for_tokenizer(bridge.tokenizer, 8, seed=0)
+    assert len(prompts) == 8 and (prompts.tokens[:, 0] == tokenizer.bos_token_id).all()
+    batch = torch.arange(8)
+    assert (prompts.tokens[batch, prompts.io_pos] == prompts.io_tokens).all()
+    assert (prompts.tokens[batch, prompts.s2_pos] == prompts.s_tokens).all()
+    with torch.no_grad():
+        bridge_logits = bridge(prompts.tokens)
+        hf_logits = hf_model(prompts.tokens).logits
+    assert torch.allclose(bridge_logits - bridge_logits.mean(-1, keepdim=True),
+                          hf_logits - hf_logits.mean(-1, keepdim=True), atol=1e-4)
+    clean_ld = reference.mean_logit_diff(bridge_logits, prompts).item()
+    corrupted = prompts.tokens.clone()
+    corrupted[batch, prompts.s2_pos] = prompts.io_tokens.roll(1)
+    corrupted_ld = reference.mean_logit_diff(bridge(corrupted), prompts).item()
+
+    def metric(logits):
+        return reference.normalised_logit_diff(logits, prompts, clean_ld, corrupted_ld)
+
+    heads = reference.patch_head_outputs(bridge, prompts.tokens, corrupted, metric, "z")
+    assert heads.shape == (2, 4) and heads.isfinite().all()
+    into = reference.path_patch_head_to_heads(bridge, prompts.tokens, corrupted, metric, [(1, 0)], "q")
+    assert into.shape == (2, 4) and into[0].isfinite().all()
+
+
+def test_gpt2_offline_is_skipped_with_one_line(capsys):
+    from toy_models.hf import load_gpt2_bridge
+
+    assert load_gpt2_bridge("gpt2-not-cached-here") is None
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith("Skipping GPT-2")
+
+
+# --------------------------------------------------------------------------- notebooks
+
+def test_mi_course_check_passes_the_solution_notebook(capsys):
+    assert checking.main(SOLUTION) == 0
+    out = capsys.readouterr().out
+    assert f"Score: {CHAPTER.max_points:g} / {CHAPTER.max_points:g}" in out
+    assert out.count(" pass ") == len(CHAPTER.exercises)
+
+
+def test_mi_course_check_on_the_student_notebook_reports_not_attempted():
+    run = subprocess.run([sys.executable, "-m", "mi_course.cli", "check", str(STUDENT)],
+                         capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 1
+    assert run.stdout.count("not attempted") == len(CHAPTER.exercises), run.stdout
+    assert f"Score: 0 / {CHAPTER.max_points:g}" in run.stdout
+    assert "Traceback" not in run.stdout + run.stderr
+
+
+def test_notebooks_are_up_to_date():
+    built = {path.name: text for path, text in built_chapters().items()}
+    assert SOLUTION.read_text(encoding="utf-8") == built[NOTEBOOK], "run: mi-course release"
+    assert NOTEBOOK not in [Path(path).name for path in is_stale(SOLUTIONS_DIR, COURSE_DIR)], "run: mi-course release"
