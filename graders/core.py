@@ -22,6 +22,7 @@ its grader by `LayerNorm.__name__`. Grading an object gives one of four verdicts
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import importlib
 import os
@@ -49,6 +50,7 @@ CHAPTERS: Mapping[str, str] = {
     "02_induction_heads": "graders.chapter_02",
     "03_indirect_object_identification": "graders.chapter_03",
     "04_superposition_and_saes": "graders.chapter_04",
+    "05_honest_limits": "graders.chapter_05",
 }
 
 # Outputs agree when |actual - expected| <= ATOL + RTOL * |expected|: loose enough for a
@@ -153,6 +155,13 @@ class Chapter:
             return grade
 
         return register
+
+    def include(self, exercise: Exercise, *, points: float) -> None:
+        """Grade an exercise of an earlier chapter here too, worth `points`: the learner
+        writes it again, and one grader (and one reference) serves both chapters."""
+        if exercise.name in self.exercises:
+            raise ValueError(f"exercise {exercise.name!r} is registered twice in chapter {self.name}")
+        self.exercises[exercise.name] = dataclasses.replace(exercise, points=points)
 
     @property
     def max_points(self) -> float:

@@ -38,7 +38,7 @@ import nbformat
 from nbformat.notebooknode import NotebookNode
 
 __all__ = ["markdown", "code", "solution", "solution_from_reference", "graded_test", "notebook", "write",
-           "tagged", "check_cell", "exercise_table", "effort_section"]
+           "tagged", "check_cell", "exercise_table", "effort_section", "written_answer"]
 
 _GRADE_ID = re.compile(r"^[A-Za-z0-9_-]+$")  # nbgrader v3 schema, non-empty
 
@@ -112,6 +112,15 @@ def solution_from_reference(function, grade_id: str | None = None) -> NotebookNo
         f"{indent}### END SOLUTION",
     ])
     return solution(text, grade_id or function.__name__)
+
+
+def written_answer(text: str, grade_id: str, points: float) -> NotebookNode:
+    """A markdown cell the student writes in, graded by hand in nbgrader (``grade`` and
+    ``solution`` both set). ``text`` is the model answer, replaced by the text stub on
+    release. `mi-course check` grades only code exercises and leaves it alone."""
+    cell = nbformat.v4.new_markdown_cell(_clean(text))
+    cell.metadata["nbgrader"] = _nbgrader(grade_id, grade=True, solution=True, points=points)
+    return cell
 
 
 def graded_test(text: str, grade_id: str, points: float) -> NotebookNode:

@@ -385,6 +385,23 @@ SAE_RECIPES = {
 }
 
 
+def sweep_recipe(d_sae: int, k: int, seed: int = 0) -> SAERecipe:
+    """Chapter 05's small SAEs: the shipped SAE's hook, a few hundred steps on 32k tokens."""
+    return SAERecipe(
+        sae=SAEConfig(d_in=512, d_sae=d_sae, hook_name="blocks.0.mlp.hook_post", architecture="topk", k=k),
+        n_train_windows=256, steps=300, batch_size=2048, lr=4e-3, resample_every=100, seed=seed, n_eval_windows=64,
+    )
+
+
+#: Chapter 05's sweep (`mi-course train code-2l-sae-256-k8`, ...): two sizes, three
+#: sparsities, and one of them again from another seed, to see which features come back.
+SWEEP_SAES = {
+    **{f"code-2l-sae-{d_sae}-k{k}": sweep_recipe(d_sae, k) for d_sae in (64, 256) for k in (2, 8, 32)},
+    "code-2l-sae-256-k8-seed1": sweep_recipe(256, 8, seed=1),
+}
+SAE_RECIPES.update(SWEEP_SAES)
+
+
 def validation_windows(n_windows: int, n_ctx: int = 128, seed: int = 0) -> Int[Tensor, "batch pos"]:
     """Windows of the validation split: the SAE never saw these files."""
     from toy_models.data import load_python_corpus, random_windows

@@ -5,6 +5,7 @@ recipe: same seed, same data, same metrics. Each recipe says what the model is, 
 reads, and the one number that shows it learned what the course needs it to know.
 """
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -187,6 +188,15 @@ TRANSFORMER_JOBS: Mapping[str, TransformerJob] = MappingProxyType({
     ),
     "code-2l": TransformerJob(CODE_2L, lambda r: code_batch_sampler(r.model.n_ctx, r.batch_size), evaluate_code),
     "ioi-3l": TransformerJob(IOI_3L, lambda r: lambda g: ioi_batch(g, r.batch_size), evaluate_ioi),
+    # Chapter 05 (do circuits transfer?): the same recipes, other seeds only.
+    **{f"induction-2l-seed{seed}": TransformerJob(
+        dataclasses.replace(INDUCTION_2L, seed=seed),
+        lambda r: lambda g: induction_training_batch(g, r.batch_size, r.model.d_vocab),
+        evaluate_induction,
+    ) for seed in (1, 2, 3, 4)},
+    "ioi-3l-seed1": TransformerJob(
+        dataclasses.replace(IOI_3L, seed=1), lambda r: lambda g: ioi_batch(g, r.batch_size), evaluate_ioi,
+    ),
 })
 
 
