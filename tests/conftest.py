@@ -25,3 +25,16 @@ def _is_loopback(host: str) -> bool:
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The tests every chapter shares (tests/chapter_tests.py) take their cases from the
+    chapter's test module that imports them: its CHAPTER, WRONG and ALSO_RIGHT."""
+    module = metafunc.module
+    if "exercise_name" in metafunc.fixturenames:
+        metafunc.parametrize("exercise_name", list(module.CHAPTER.exercises))
+    if "wrong" in metafunc.fixturenames:
+        metafunc.parametrize("wrong", module.WRONG, ids=[f"{case[0]}-{i}" for i, case in enumerate(module.WRONG)])
+    if "also_right" in metafunc.fixturenames:
+        metafunc.parametrize("also_right", module.ALSO_RIGHT,
+                             ids=[f"{case[0]}-{i}" for i, case in enumerate(module.ALSO_RIGHT)])

@@ -7,7 +7,6 @@ solution's text changes so that an edit no longer applies, the test says so.
 
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import nbformat
@@ -18,21 +17,22 @@ from nbclient import NotebookClient
 from graders import Verdict, compare_tensors, load_submission, make_check
 from graders.chapter_00 import CHAPTER
 from graders.core import ExerciseNotPassed, GraderFailure
-from mi_course import checking
 from solution_edits import edited_solution
-from mi_course.cli import COURSE_DIR, SOLUTIONS_DIR, built_chapters
+from mi_course.cli import SOLUTIONS_DIR
 from mi_course.notebook_builder import code, graded_test, notebook, write
-from mi_course.release import is_stale
+from chapter_tests import (  # the tests every chapter passes, with this module's cases
+    solution,
+    test_every_exercise_has_at_least_two_wrong_implementations,
+    test_grader_accepts_another_right_answer,
+    test_grader_fails_a_wrong_implementation_and_names_the_mistake,
+    test_grader_passes_the_reference,
+    test_mi_course_check_on_the_student_notebook_reports_not_attempted,
+    test_mi_course_check_passes_the_solution_notebook,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = "00_transformer_from_scratch.ipynb"
 SOLUTION = SOLUTIONS_DIR / NOTEBOOK
-STUDENT = COURSE_DIR / NOTEBOOK
-
-
-@pytest.fixture(scope="module")
-def solution():
-    return load_submission(SOLUTION)
 
 
 # (exercise, the learner's mistake as edits of the solution, words the verdict's message must contain)
@@ -105,31 +105,6 @@ ALSO_RIGHT = [
 ]
 
 
-@pytest.mark.parametrize("name", CHAPTER.exercises)
-def test_grader_passes_the_reference(name):
-    exercise = CHAPTER.exercises[name]
-    assert exercise.run(exercise.reference).verdict is Verdict.PASS
-
-
-@pytest.mark.parametrize("name, edits, words", WRONG, ids=[f"{name}-{i}" for i, (name, _, _) in enumerate(WRONG)])
-def test_grader_fails_a_wrong_implementation_and_names_the_mistake(solution, name, edits, words):
-    result = CHAPTER.exercises[name].run(edited_solution(solution, name, edits))
-    assert result.verdict in (Verdict.FAIL, Verdict.ERROR)
-    assert words in result.message, result.summary()
-    assert "Traceback" not in result.message
-
-
-def test_every_exercise_has_at_least_two_wrong_implementations():
-    counts = Counter(name for name, _, _ in WRONG)
-    assert {name: counts[name] for name in CHAPTER.exercises if counts[name] < 2} == {}
-
-
-@pytest.mark.parametrize("name, edits", ALSO_RIGHT, ids=[name for name, _ in ALSO_RIGHT])
-def test_grader_accepts_another_right_answer(solution, name, edits):
-    result = CHAPTER.exercises[name].run(edited_solution(solution, name, edits))
-    assert result.verdict is Verdict.PASS, result.summary()
-
-
 def test_hidden_tests_catch_code_that_assumes_d_head_is_d_model_over_n_heads(solution):
     assumes = edited_solution(solution, "Attention", [("self.cfg.d_head", "(self.cfg.d_model // self.cfg.n_heads)")])
     exercise = CHAPTER.exercises["Attention"]
@@ -185,34 +160,11 @@ def test_loading_a_notebook_runs_around_errors_magics_and_skipped_cells(tmp_path
     assert [(error.cell, error.error) for error in submission.cell_errors] == [(1, "ZeroDivisionError: division by zero")]
 
 
-def test_mi_course_check_passes_the_solution_notebook(capsys):
-    assert checking.main(SOLUTION) == 0
-    out = capsys.readouterr().out
-    assert f"Score: {CHAPTER.max_points:g} / {CHAPTER.max_points:g}" in out
-    assert out.count(" pass ") == len(CHAPTER.exercises)
-
-
-def test_mi_course_check_on_the_student_notebook_reports_not_attempted():
-    run = subprocess.run([sys.executable, "-m", "mi_course.cli", "check", str(STUDENT)],
-                         capture_output=True, text=True, cwd=REPO)
-    assert run.returncode == 1
-    assert run.stdout.count("not attempted") == len(CHAPTER.exercises), run.stdout
-    assert f"Score: 0 / {CHAPTER.max_points:g}" in run.stdout
-    assert "Traceback" not in run.stdout + run.stderr
-
-
 def test_pytest_graders_passes_the_solution_notebook():
     run = subprocess.run([sys.executable, "-m", "pytest", "graders", "-q", "-p", "no:cacheprovider",
                           "--submission", str(SOLUTION)], capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"{len(CHAPTER.exercises)} passed" in run.stdout
-
-
-def test_notebooks_are_up_to_date():
-    """solutions/*.ipynb are what their builder scripts write, and course/ is their release."""
-    stale = [path.name for path, text in built_chapters().items() if path.read_text(encoding="utf-8") != text]
-    assert stale == [], "run: mi-course release"
-    assert is_stale(SOLUTIONS_DIR, COURSE_DIR) == [], "run: mi-course release"
 
 
 def test_the_solution_notebook_runs_top_to_bottom(tmp_path):

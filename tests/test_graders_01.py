@@ -4,32 +4,24 @@ The wrong implementations are the solution notebook's own cells with one realist
 mistake edited in, so each reads as a small diff against the right answer.
 """
 
-import subprocess
-import sys
-from collections import Counter
-from pathlib import Path
 
 import nbformat
-import pytest
-import torch
 from nbclient import NotebookClient
 
-from graders import Verdict, load_submission
 from graders.chapter_01 import CHAPTER
-from mi_course import checking
-from solution_edits import edited_solution
-from mi_course.cli import COURSE_DIR, SOLUTIONS_DIR
-from mi_course.release import is_stale
+from mi_course.cli import SOLUTIONS_DIR
+from chapter_tests import (  # the tests every chapter passes, with this module's cases
+    solution,
+    test_every_exercise_has_at_least_two_wrong_implementations,
+    test_grader_accepts_another_right_answer,
+    test_grader_fails_a_wrong_implementation_and_names_the_mistake,
+    test_grader_passes_the_reference,
+    test_mi_course_check_on_the_student_notebook_reports_not_attempted,
+    test_mi_course_check_passes_the_solution_notebook,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = "01_three_buckets.ipynb"
 SOLUTION = SOLUTIONS_DIR / NOTEBOOK
-STUDENT = COURSE_DIR / NOTEBOOK
-
-
-@pytest.fixture(scope="module")
-def solution():
-    return load_submission(SOLUTION)
 
 
 UPDATE = "current = (current + is_open[:, pos] - is_close[:, pos]).clamp(min=0)"
@@ -74,53 +66,6 @@ ALSO_RIGHT = [
                            "return resid - (resid @ direction / direction.norm() ** 2)[..., None] * direction")]),
     ("closing_paren_accuracy", [(".float().mean()", ".double().mean().item()")]),
 ]
-
-
-@pytest.mark.parametrize("name", CHAPTER.exercises)
-def test_grader_passes_the_reference(name):
-    exercise = CHAPTER.exercises[name]
-    assert exercise.run(exercise.reference).verdict is Verdict.PASS
-
-
-@pytest.mark.parametrize("name, edits, words", WRONG, ids=[f"{name}-{i}" for i, (name, _, _) in enumerate(WRONG)])
-def test_grader_fails_a_wrong_implementation_and_names_the_mistake(solution, name, edits, words):
-    result = CHAPTER.exercises[name].run(edited_solution(solution, name, edits))
-    assert result.verdict in (Verdict.FAIL, Verdict.ERROR)
-    assert words in result.message, result.summary()
-    assert "Traceback" not in result.message
-
-
-def test_every_exercise_has_at_least_two_wrong_implementations():
-    counts = Counter(name for name, _, _ in WRONG)
-    assert {name: counts[name] for name in CHAPTER.exercises if counts[name] < 2} == {}
-
-
-@pytest.mark.parametrize("name, edits", ALSO_RIGHT, ids=[name for name, _ in ALSO_RIGHT])
-def test_grader_accepts_another_right_answer(solution, name, edits):
-    result = CHAPTER.exercises[name].run(edited_solution(solution, name, edits))
-    assert result.verdict is Verdict.PASS, result.summary()
-
-
-def test_mi_course_check_passes_the_solution_notebook(capsys):
-    assert checking.main(SOLUTION) == 0
-    assert torch.is_grad_enabled(), "loading the notebook turned gradients off in the grading process"
-    out = capsys.readouterr().out
-    assert f"Score: {CHAPTER.max_points:g} / {CHAPTER.max_points:g}" in out
-    assert out.count(" pass ") == len(CHAPTER.exercises)
-
-
-def test_mi_course_check_on_the_student_notebook_reports_not_attempted():
-    run = subprocess.run([sys.executable, "-m", "mi_course.cli", "check", str(STUDENT)],
-                         capture_output=True, text=True, cwd=REPO)
-    assert run.returncode == 1
-    assert run.stdout.count("not attempted") == len(CHAPTER.exercises), run.stdout
-    assert f"Score: 0 / {CHAPTER.max_points:g}" in run.stdout
-    assert "Traceback" not in run.stdout + run.stderr
-
-
-def test_course_notebook_is_released():
-    assert STUDENT.exists()
-    assert NOTEBOOK not in is_stale(SOLUTIONS_DIR, COURSE_DIR), "run: mi-course release"
 
 
 def test_the_solution_notebook_runs_top_to_bottom(tmp_path):

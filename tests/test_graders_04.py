@@ -5,19 +5,10 @@ The wrong implementations are the solution notebook's own cells (generated from
 thresholds and its documented feature labels are recomputed from its weights.
 """
 
-import subprocess
-import sys
-from collections import Counter
-from pathlib import Path
 
-import pytest
 import torch
 
-from graders import Verdict, load_submission
 from graders.chapter_04 import CHAPTER
-from mi_course import checking
-from mi_course.cli import COURSE_DIR, SOLUTIONS_DIR
-from solution_edits import edited_solution
 from solutions.superposition_saes import top_activations
 from toy_models import load_pretrained
 from toy_models.checkpoints import checkpoint_dir, read_description
@@ -27,16 +18,17 @@ from toy_models.sae import (
     FEATURE_LABELS, SAE_RECIPES, SHIPPED_SAE, STEERING_FEATURE, evaluate_sae, hook_activations, load_sae,
     one_thread, validation_windows,
 )
+from chapter_tests import (  # the tests every chapter passes, with this module's cases
+    solution,
+    test_every_exercise_has_at_least_two_wrong_implementations,
+    test_grader_accepts_another_right_answer,
+    test_grader_fails_a_wrong_implementation_and_names_the_mistake,
+    test_grader_passes_the_reference,
+    test_mi_course_check_on_the_student_notebook_reports_not_attempted,
+    test_mi_course_check_passes_the_solution_notebook,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = "04_superposition_and_saes.ipynb"
-SOLUTION = SOLUTIONS_DIR / NOTEBOOK
-STUDENT = COURSE_DIR / NOTEBOOK
-
-
-@pytest.fixture(scope="module")
-def solution():
-    return load_submission(SOLUTION)
 
 
 LOSS = "(importance * (x - x_hat) ** 2).sum(dim=-1).mean(dim=0)"
@@ -108,46 +100,6 @@ ALSO_RIGHT = [
     ("normalize_decoder", [("W_dec / W_dec.norm(dim=-1, keepdim=True)", "torch.nn.functional.normalize(W_dec, dim=-1)")]),
     ("fraction_variance_explained", [(FVE, "total = acts.var(dim=0, unbiased=False).sum() * len(acts)")]),
 ]
-
-
-@pytest.mark.parametrize("name", CHAPTER.exercises)
-def test_grader_passes_the_reference(name):
-    exercise = CHAPTER.exercises[name]
-    result = exercise.run(exercise.reference)
-    assert result.verdict is Verdict.PASS, result.summary()
-
-
-@pytest.mark.parametrize("name, edits, words", WRONG, ids=[f"{name}-{i}" for i, (name, _, _) in enumerate(WRONG)])
-def test_grader_fails_a_wrong_implementation_and_names_the_mistake(solution, name, edits, words):
-    result = CHAPTER.exercises[name].run(edited_solution(solution, name, edits))
-    assert result.verdict in (Verdict.FAIL, Verdict.ERROR)
-    assert words in result.message, result.summary()
-    assert "Traceback" not in result.message
-
-
-def test_every_exercise_has_at_least_two_wrong_implementations():
-    counts = Counter(name for name, _, _ in WRONG)
-    assert {name: counts[name] for name in CHAPTER.exercises if counts[name] < 2} == {}
-
-
-@pytest.mark.parametrize("name, edits", ALSO_RIGHT, ids=[f"{name}-{i}" for i, (name, _) in enumerate(ALSO_RIGHT)])
-def test_grader_accepts_another_right_answer(solution, name, edits):
-    result = CHAPTER.exercises[name].run(edited_solution(solution, name, edits))
-    assert result.verdict is Verdict.PASS, result.summary()
-
-
-def test_mi_course_check_passes_the_solution_notebook(capsys):
-    assert checking.main(SOLUTION) == 0
-    out = capsys.readouterr().out
-    assert f"Score: {CHAPTER.max_points:g} / {CHAPTER.max_points:g}" in out
-    assert out.count(" pass ") == len(CHAPTER.exercises)
-
-
-def test_mi_course_check_on_the_student_notebook_reports_not_attempted():
-    run = subprocess.run([sys.executable, "-m", "mi_course.cli", "check", str(STUDENT)],
-                         capture_output=True, text=True, cwd=REPO)
-    assert run.returncode == 1
-    assert "not attempted" in run.stdout
 
 
 # --------------------------------------------------------------------------- the shipped SAE

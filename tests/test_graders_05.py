@@ -6,38 +6,34 @@ numbers are recomputed from the shipped weights (never rebuilt here: `mi-course 
 NAME` does that).
 """
 
-import subprocess
-import sys
-from collections import Counter
-from pathlib import Path
 
 import nbformat
 import pytest
 import torch
 
-from graders import Verdict, load_submission
 from graders.chapter_05 import CHAPTER, measure_capstone
-from mi_course import checking
 from mi_course.cli import COURSE_DIR, SOLUTIONS_DIR
 from mi_course.release import TEXT_STUB
-from solution_edits import edited_solution
 from solutions.honest_limits import capstone_behaviour, circuit_transfer_rate, match_features
 from toy_models import load_pretrained
 from toy_models.checkpoints import SHIPPED_DIR, checkpoint_dir, read_description
 from toy_models.metrics import induction_scores
 from toy_models.sae import SWEEP_SAES, evaluate_sae, load_sae, one_thread, validation_windows
 from toy_models.train import INDUCTION_SEQ_LEN, TRANSFORMER_JOBS, induction_batch
+from chapter_tests import (  # the tests every chapter passes, with this module's cases
+    solution,
+    test_every_exercise_has_at_least_two_wrong_implementations,
+    test_grader_accepts_another_right_answer,
+    test_grader_fails_a_wrong_implementation_and_names_the_mistake,
+    test_grader_passes_the_reference,
+    test_mi_course_check_on_the_student_notebook_reports_not_attempted,
+    test_mi_course_check_passes_the_solution_notebook,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = "05_honest_limits.ipynb"
 SOLUTION = SOLUTIONS_DIR / NOTEBOOK
 STUDENT = COURSE_DIR / NOTEBOOK
 INDUCTION_SEEDS = ["induction-2l", *[f"induction-2l-seed{seed}" for seed in range(1, 5)]]
-
-
-@pytest.fixture(scope="module")
-def solution():
-    return load_submission(SOLUTION)
 
 
 MATCH = "cosines = unit_a @ unit_b.T"
@@ -94,46 +90,6 @@ ALSO_RIGHT = [
     ("ablate_direction", [(ABLATE, "return resid - torch.outer(along.flatten(), unit).reshape(resid.shape)")]),
     ("capstone_behaviour", [('"component": "L1H3"', '"component": "MLP0"')]),
 ]
-
-
-@pytest.mark.parametrize("name", CHAPTER.exercises)
-def test_grader_passes_the_reference(name):
-    exercise = CHAPTER.exercises[name]
-    result = exercise.run(exercise.reference)
-    assert result.verdict is Verdict.PASS, result.summary()
-
-
-@pytest.mark.parametrize("name, edits, words", WRONG, ids=[f"{name}-{i}" for i, (name, _, _) in enumerate(WRONG)])
-def test_grader_fails_a_wrong_implementation_and_names_the_mistake(solution, name, edits, words):
-    result = CHAPTER.exercises[name].run(edited_solution(solution, name, edits))
-    assert result.verdict in (Verdict.FAIL, Verdict.ERROR)
-    assert words in result.message, result.summary()
-    assert "Traceback" not in result.message
-
-
-def test_every_exercise_has_at_least_two_wrong_implementations():
-    counts = Counter(name for name, _, _ in WRONG)
-    assert {name: counts[name] for name in CHAPTER.exercises if counts[name] < 2} == {}
-
-
-@pytest.mark.parametrize("name, edits", ALSO_RIGHT, ids=[f"{name}-{i}" for i, (name, _) in enumerate(ALSO_RIGHT)])
-def test_grader_accepts_another_right_answer(solution, name, edits):
-    result = CHAPTER.exercises[name].run(edited_solution(solution, name, edits))
-    assert result.verdict is Verdict.PASS, result.summary()
-
-
-def test_mi_course_check_passes_the_solution_notebook(capsys):
-    assert checking.main(SOLUTION) == 0
-    out = capsys.readouterr().out
-    assert f"Score: {CHAPTER.max_points:g} / {CHAPTER.max_points:g}" in out
-    assert out.count(" pass ") == len(CHAPTER.exercises)
-
-
-def test_mi_course_check_on_the_student_notebook_reports_not_attempted():
-    run = subprocess.run([sys.executable, "-m", "mi_course.cli", "check", str(STUDENT)],
-                         capture_output=True, text=True, cwd=REPO)
-    assert run.returncode == 1
-    assert "not attempted" in run.stdout
 
 
 def test_the_write_up_is_a_manually_graded_answer_cell():

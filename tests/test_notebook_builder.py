@@ -1,9 +1,11 @@
-"""Solution cells generated from reference functions."""
+"""Solution cells generated from reference functions, and the chapters' notebooks up to date."""
 
 import pytest
 import torch
 
+from mi_course.cli import COURSE_DIR, SOLUTIONS_DIR, built_chapters
 from mi_course.notebook_builder import solution_from_reference
+from mi_course.release import is_stale
 
 
 @torch.no_grad()
@@ -41,3 +43,10 @@ def test_a_function_without_docstring_hides_its_whole_body():
 def test_classes_are_refused():
     with pytest.raises(TypeError, match="not a plain function"):
         solution_from_reference(torch.nn.Identity)
+
+
+def test_notebooks_are_up_to_date():
+    """solutions/*.ipynb are what their builder scripts write, and course/ is their release."""
+    stale = [path.name for path, text in built_chapters().items() if path.read_text(encoding="utf-8") != text]
+    assert stale == [], "run: mi-course release"
+    assert is_stale(SOLUTIONS_DIR, COURSE_DIR) == [], "run: mi-course release"
