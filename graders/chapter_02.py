@@ -20,7 +20,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import FactoredMatrix
 
-from graders.core import Chapter, GraderFailure, compare_circuits, compare_tensors, looks_like, read_circuit
+from graders.core import (
+    Chapter, GraderFailure, as_tensor, compare_circuits, compare_tensors, looks_like, read_circuit,
+)
 from solutions import induction_heads as reference
 from toy_models import load_pretrained
 from toy_models.data import repeated_random_tokens
@@ -53,15 +55,6 @@ def pattern_cases(seed: int) -> list[tuple[str, Tensor]]:
         ("random causal patterns of shape (batch=1, n_heads=2, pos=2, pos=2)", random_pattern(generator, 1, 2, 2)),
         ("random causal patterns of shape (batch=2, n_heads=5, pos=17, pos=17)", random_pattern(generator, 2, 5, 17)),
     ]
-
-
-def as_tensor(actual: object) -> object:
-    """A learner may return a Python number, or a one-element tensor, for a scalar."""
-    if isinstance(actual, (int, float)) and not isinstance(actual, bool):
-        return torch.tensor(float(actual))
-    if isinstance(actual, Tensor) and actual.numel() == 1:
-        return actual.reshape(())
-    return actual
 
 
 def as_matrix(actual: object, what: str) -> Tensor:

@@ -20,7 +20,9 @@ import torch
 from torch import Tensor
 from transformer_lens import patching
 
-from graders.core import Chapter, GraderFailure, compare_circuits, compare_tensors, looks_like, read_circuit
+from graders.core import (
+    Chapter, GraderFailure, as_tensor, compare_circuits, compare_tensors, looks_like, read_circuit,
+)
 from solutions import ioi as reference
 from toy_models import load_pretrained
 from toy_models.data import IOIPrompts, make_ioi_prompts
@@ -73,15 +75,6 @@ def setup(model: str, seed: int, corruption: str, n_prompts: int = 16):
     metric = partial(reference.normalised_logit_diff, prompts=clean, clean_logit_diff=clean_ld,
                      corrupted_logit_diff=corrupted_ld)
     return net, clean, corrupted, metric
-
-
-def as_tensor(actual: object) -> object:
-    """A learner may return a Python number, or a one-element tensor, for a scalar."""
-    if isinstance(actual, (int, float)) and not isinstance(actual, bool):
-        return torch.tensor(float(actual))
-    if isinstance(actual, Tensor) and actual.numel() == 1:
-        return actual.reshape(())
-    return actual
 
 
 def cache_of(model: Transformer, tokens: Tensor, suffix: str):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from graders.core import Chapter, GraderFailure, compare_tensors, looks_like
+from graders.core import Chapter, GraderFailure, as_tensor, compare_tensors, looks_like
 from solutions import superposition_saes as reference
 from toy_models import load_pretrained
 from toy_models.data import load_python_corpus, random_windows
@@ -29,15 +29,6 @@ SEEDS = ({}, {"seed": 1})
 
 
 # --------------------------------------------------------------------------- helpers
-
-def as_tensor(actual: object) -> object:
-    """A learner may return a Python number, or a one-element tensor, for a scalar."""
-    if isinstance(actual, (int, float)) and not isinstance(actual, bool):
-        return torch.tensor(float(actual))
-    if isinstance(actual, Tensor) and actual.numel() == 1:
-        return actual.detach().reshape(()).float()
-    return actual
-
 
 def random_sae(seed: int, d_in: int = 12, d_sae: int = 40, architecture: str = "relu", k: int = 0) -> SparseAutoencoder:
     """A small SAE with random weights and biases, so that about half its features fire."""

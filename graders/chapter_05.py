@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from graders import chapter_01
-from graders.core import Chapter, GraderFailure, compare_tensors, looks_like
+from graders.core import Chapter, GraderFailure, as_tensor, compare_tensors, looks_like
 from solutions import honest_limits as reference
 from toy_models import load_pretrained
 from toy_models.data import ByteTokenizer, load_python_corpus, random_windows
@@ -30,15 +30,6 @@ SEEDS = ({}, {"seed": 1})
 
 #: The SAE the error-term grader uses: small, so the check is quick.
 GRADING_SAE = "code-2l-sae-64-k8"
-
-
-def as_tensor(actual: object) -> object:
-    """A learner may return a Python number, or a one-element tensor, for a scalar."""
-    if isinstance(actual, (int, float)) and not isinstance(actual, bool):
-        return torch.tensor(float(actual))
-    if isinstance(actual, Tensor) and actual.numel() == 1:
-        return actual.detach().reshape(()).float()
-    return actual
 
 
 @cache

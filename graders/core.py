@@ -38,7 +38,7 @@ from mi_course.learner_code import describe_error, stub_name
 
 __all__ = [
     "Chapter", "Exercise", "GraderFailure", "LearnerCodeFailed", "ExerciseNotPassed", "Verdict", "Result",
-    "compare_tensors", "looks_like", "load_reference_weights", "load_chapter", "parse_head", "read_circuit",
+    "as_tensor", "compare_tensors", "looks_like", "load_reference_weights", "load_chapter", "parse_head", "read_circuit",
     "compare_circuits",
     "make_check", "CHAPTERS",
 ]
@@ -281,6 +281,16 @@ def compare_tensors(
             lines.append(f"Likely mistake: {explanation}")
             break
     raise GraderFailure("\n".join(lines))
+
+
+def as_tensor(actual: object) -> object:
+    """A learner may return a Python number, or a one-element tensor of any dtype, for a
+    scalar: as a 0-d float tensor, ready for `compare_tensors`; anything else as it is."""
+    if isinstance(actual, (int, float)) and not isinstance(actual, bool):
+        return torch.tensor(float(actual))
+    if isinstance(actual, Tensor) and actual.numel() == 1:
+        return actual.detach().reshape(()).float()
+    return actual
 
 
 def _safely(recognises: Callable[[Tensor], bool], actual: Tensor) -> bool:
