@@ -21,7 +21,7 @@ from torch import Tensor
 from transformer_lens import FactoredMatrix
 
 from graders.core import (
-    Chapter, GraderFailure, as_tensor, compare_circuits, compare_tensors, looks_like, read_circuit,
+    Chapter, GraderFailure, as_tensor, compare_circuits, compare_tensors, looks_like, read_circuit, role_words,
 )
 from solutions import induction_heads as reference
 from toy_models import load_pretrained
@@ -492,10 +492,7 @@ ROLE_ALIASES = {"previous_token": "previous_token", "prev_token": "previous_toke
 
 def role_of(key: object) -> str | None:
     """The role a learner's key names: "previous_token", "previous-token heads", "Induction head", ..."""
-    words = "_".join(str(key).strip().lower().replace("-", " ").replace("_", " ").split())
-    for suffix in ("_heads", "_head"):
-        words = words.removesuffix(suffix)
-    return ROLE_ALIASES.get(words)
+    return ROLE_ALIASES.get(role_words(key))
 
 
 @cache

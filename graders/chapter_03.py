@@ -21,7 +21,7 @@ from torch import Tensor
 from transformer_lens import patching
 
 from graders.core import (
-    Chapter, GraderFailure, as_tensor, compare_circuits, compare_tensors, looks_like, read_circuit,
+    Chapter, GraderFailure, as_tensor, compare_circuits, compare_tensors, looks_like, read_circuit, role_words,
 )
 from solutions import ioi as reference
 from toy_models import load_pretrained
@@ -524,9 +524,7 @@ GPT2_ROLES = {"s_inhibition", "duplicate_token", "induction", "previous_token", 
 
 
 def role_of(key: object) -> str:
-    words = "_".join(str(key).strip().lower().replace("-", " ").replace("_", " ").split())
-    for suffix in ("_heads", "_head"):
-        words = words.removesuffix(suffix)
+    words = role_words(key)
     if words in ROLE_ALIASES:
         return ROLE_ALIASES[words]
     if words in GPT2_ROLES:

@@ -38,8 +38,8 @@ from mi_course.learner_code import describe_error, stub_name
 
 __all__ = [
     "Chapter", "Exercise", "GraderFailure", "LearnerCodeFailed", "ExerciseNotPassed", "Verdict", "Result",
-    "as_tensor", "compare_tensors", "looks_like", "load_reference_weights", "load_chapter", "parse_head", "read_circuit",
-    "compare_circuits",
+    "as_tensor", "compare_tensors", "looks_like", "load_reference_weights", "load_chapter", "parse_head",
+    "role_words", "read_circuit", "compare_circuits",
     "make_check", "CHAPTERS",
 ]
 
@@ -333,6 +333,15 @@ def parse_head(head: object) -> Head:
         if len(digits) == 2:
             return digits[0], digits[1]
     raise GraderFailure(f"cannot read {head!r} as a head: write each head as a (layer, head) pair, such as (0, 1).")
+
+
+def role_words(key: object) -> str:
+    """A learner's name for a role, as snake_case words without a plural "heads":
+    "Previous-token heads" -> "previous_token"."""
+    words = "_".join(str(key).strip().lower().replace("-", " ").replace("_", " ").split())
+    for suffix in ("_heads", "_head"):
+        words = words.removesuffix(suffix)
+    return words
 
 
 def read_circuit(answer: object, *, what: str, role_of: Callable[[object], str | None],
