@@ -33,6 +33,9 @@ from mi_course.grading import resolve_chapter
 from mi_course.sandbox import detect_containment
 
 REPO = Path(__file__).resolve().parents[1]
+#: The venv's commands first, as if it were activated: nbgrader runs `alembic` by name. Not resolved: the venv's
+#: python links to one outside the venv, whose folder has no alembic.
+ENV = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])}
 
 
 def make_submissions(chapter: str, students: int, folder: Path) -> dict[str, Path]:
@@ -57,14 +60,14 @@ def make_submissions(chapter: str, students: int, folder: Path) -> dict[str, Pat
 
 def timed(command: list[str], **kwargs) -> float:
     start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL, **kwargs)
+    subprocess.run(command, check=True, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, **kwargs)
     return time.perf_counter() - start
 
 
 def nbgrader_scores(course: Path, chapter: str) -> dict[str, float]:
     csv_path = course / "grades.csv"
     subprocess.run([sys.executable, "-m", "nbgrader", "export", f"--CourseDirectory.root={course}",
-                    f"--to={csv_path}"], check=True, cwd=REPO,
+                    f"--to={csv_path}"], check=True, cwd=REPO, env=ENV,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(csv_path, newline="") as file:
         return {row["student_id"]: float(row["raw_score"]) for row in csv.DictReader(file) if row["assignment"] == chapter}
@@ -82,7 +85,7 @@ def main() -> None:
         shutil.copy(REPO / "solutions" / f"{chapter}.ipynb", course / "source" / chapter)
         root = f"--CourseDirectory.root={course}"
         subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", chapter, root], check=True, cwd=REPO,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                       env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         make_submissions(chapter, args.students, course)
         print(f"{args.students} submissions of {chapter}; {os.cpu_count()} cores; "
               f"sandbox: {detect_containment().describe()}")

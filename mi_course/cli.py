@@ -49,22 +49,34 @@ def check(args: argparse.Namespace) -> int:
 
 def grade(args: argparse.Namespace) -> int:
     """Grade a class's notebooks in sandboxes; write the gradebook and feedback."""
-    from mi_course.grading import find_submissions, grade_class, resolve_chapter
-    from mi_course.sandbox import Containment, Limits, detect_containment
+    from mi_course.grading import (
+        UnsafeOutputError,
+        find_submissions,
+        grade_class,
+        resolve_chapter,
+    )
+    from mi_course.sandbox import Limits, detect_containment
 
     chapter = resolve_chapter(args.chapter)
     submissions = find_submissions(args.submissions, chapter)
     if not submissions:
         print(f"No notebooks in {args.submissions} (looked for *.ipynb and */{chapter}/*.ipynb).", file=sys.stderr)
         return 1
-    containment = Containment(False, "--limits-only was given") if args.limits_only else detect_containment()
+    containment = detect_containment()
     if not containment.isolated:
-        print(f"warning: sandbox with {containment.describe()}", file=sys.stderr)
+        print(f"WARNING: no sandbox could be built, so students' code runs with {containment.describe()}: it can "
+              "read whatever your user can read, including the reference solutions, and use the network.",
+              file=sys.stderr)
     limits = Limits(exercise_seconds=args.exercise_seconds, exercise_cpu_seconds=int(args.exercise_seconds),
                     memory_bytes=int(args.memory_gb * 2**30))
-    grades = grade_class(submissions, chapter, args.out, limits=limits, workers=args.workers, containment=containment)
+    out = args.out or Path("instructor") / f"grades-{chapter}.csv"  # git-ignored: grades are never committed
+    try:
+        grades = grade_class(submissions, chapter, out, limits=limits, workers=args.workers, containment=containment)
+    except UnsafeOutputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     mean = sum(g.score for g in grades) / len(grades)
-    print(f"{len(grades)} students graded; mean {mean:.2f} / {grades[0].max_score:g}. Gradebook: {args.out}")
+    print(f"{len(grades)} students graded; mean {mean:.2f} / {grades[0].max_score:g}. Gradebook: {out}")
     return 0
 
 
@@ -149,14 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     grade_parser.add_argument("submissions", type=Path,
                               help="a folder of notebooks, or nbgrader's submitted/{student}/{chapter}/ folder")
     grade_parser.add_argument("--chapter", required=True, help="e.g. 00 or 00_transformer_from_scratch")
-    grade_parser.add_argument("--out", type=Path, default=Path("grades.csv"),
-                              help="the gradebook; results and feedback go beside it (default: grades.csv)")
+    grade_parser.add_argument("--out", type=Path, default=None,
+                              help="the gradebook, in a folder only you may write to; results and feedback go "
+                                   "beside it (default: instructor/grades-<chapter>.csv)")
     grade_parser.add_argument("--workers", type=int, default=None, help="students graded at once (default: cores)")
     grade_parser.add_argument("--exercise-seconds", type=float, default=60.0,
                               help="wall-clock and CPU time each exercise's code may use (default: 60)")
     grade_parser.add_argument("--memory-gb", type=float, default=3.0, help="memory each notebook may use (default: 3)")
-    grade_parser.add_argument("--limits-only", action="store_true",
-                              help="do not isolate (namespaces, own user): resource limits only")
     grade_parser.set_defaults(run=grade)
 
     release_parser = commands.add_parser(

@@ -1,86 +1,65 @@
 """The learner's side of sandboxed grading: the processes that run a learner's code.
 
-Three kinds of process, each forked from the one before:
+Four kinds of process, each forked from the one before:
 
 * the **zygote**, started once per grading run (`python -m mi_course.learner_process
   SOCKET`): it imports torch, TransformerLens and `toy_models` once, then waits on a
-  Unix socket. Each connection is a request for a sandbox; the zygote forks one and
-  hands it the connection. It never imports `graders` or `solutions`, so nothing it
-  forks holds the references or the hidden tests in memory.
-* a **sandbox** per submission: its first process (root, trusted) creates the
-  namespaces and the working folder (`mi_course.sandbox`), forks the learner's process
-  and waits for it; the learner's process drops its privileges, sets its limits, runs
-  the notebook's cells, and then serves the grader.
+  Unix socket that only the grader can reach. Each connection asks for a sandbox; the
+  zygote forks a supervisor for it. It never imports `graders` or `solutions`, so nothing
+  it forks holds the references or the hidden tests in memory.
+* a **supervisor** per sandbox (trusted): it joins the namespaces bubblewrap made for the
+  sandbox (`mi_course.sandbox.enter`), forks the learner's process into them, and tells
+  the grader, on the connection it came with, how that process ended. It stays outside
+  the learner's process tree, so the learner's code can neither see nor signal it, and
+  the connection it speaks on is never open in the learner's process.
+* the **learner's process**, in the sandbox: it drops its privileges, sets its limits,
+  runs the notebook's cells, and then answers the grader on a socket of its own. Anything
+  that arrives on that socket is an answer to be checked, never a verdict or an order.
 * an **exercise process** per exercise, forked from the learner's process once the
-  notebook has run: it has its own CPU limit, and whatever the learner's code does to
-  it (exit, crash, delete its state) costs that exercise alone.
-
-The grader (`mi_course.remote`) sends requests (find this object, call it with these
-arguments, read that attribute) and gets answers as plain data (`mi_course.wire`). The
-verdict is never decided here.
+  notebook has run: it has its own CPU limit, and whatever the learner's code does to it
+  (exit, crash, delete its state) costs that exercise alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import inspect
 import io
 import itertools
 import os
+import select
 import signal
 import socket
-import struct
 import sys
+import threading
 import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mi_course.learner_code import describe_error, new_namespace, run_cell, stub_name
-from mi_course.sandbox import Limits, apply_limits, isolate, limit_cpu, make_workdir, remove_workdir
-from mi_course.wire import MAX_MESSAGE_BYTES, WireError, decode, encode, pack, unpack
+from mi_course.sandbox import (
+    SCRATCH, Limits, SandboxSetupFailed, apply_limits, enter, limit_cpu, make_workdir, remove_workdir,
+)
+from mi_course.wire import WireError, decode, encode, receive, send
 
-__all__ = ["PRELOAD", "send", "receive", "zygote"]
+__all__ = ["PRELOAD", "zygote"]
 
 #: What a learner's notebook imports, imported once by the zygote instead of once per sandbox.
 PRELOAD = (
     "torch", "einops", "jaxtyping", "numpy", "matplotlib.pyplot", "tqdm.auto", "transformer_lens",
     "transformer_lens.patching", "toy_models", "toy_models.data", "toy_models.train", "toy_models.metrics",
 )
-
-
-# --------------------------------------------------------------------------- framing
-
-def send(sock: socket.socket, header: dict, tensors: dict | None = None, *, limit: int = MAX_MESSAGE_BYTES) -> None:
-    message = pack(header, tensors or {}, limit=limit)
-    sock.sendall(struct.pack("<Q", len(message)) + message)
-
-
-def receive(sock: socket.socket, *, limit: int) -> tuple[dict, dict]:
-    """The next message; `EOFError` if the other side is gone, `WireError` if it sends
-    something malformed or larger than `limit` bytes."""
-    (length,) = struct.unpack("<Q", _read_exactly(sock, 8))
-    if length > limit:
-        raise WireError(f"a message of {length} bytes is larger than the limit of {limit} bytes")
-    return unpack(_read_exactly(sock, length))
-
-
-def _read_exactly(sock: socket.socket, n: int) -> bytes:
-    chunks, missing = [], n
-    while missing:
-        chunk = sock.recv(min(missing, 2**20))
-        if not chunk:
-            raise EOFError("the connection was closed")
-        chunks.append(chunk)
-        missing -= len(chunk)
-    return b"".join(chunks)
+#: The grader's requests are small; a learner's answers are bounded by `Limits.output_bytes`.
+REQUEST_BYTES = 2**31
 
 
 # --------------------------------------------------------------------------- the zygote
 
 def zygote(address: str) -> None:
-    """Import what notebooks need, then fork a sandbox for each connection to `address`."""
+    """Import what notebooks need, then fork a supervisor for each connection to `address`."""
     os.environ["MPLBACKEND"] = "Agg"
     for module in PRELOAD:
         importlib.import_module(module)
@@ -90,7 +69,7 @@ def zygote(address: str) -> None:
     # An optimizer's first step imports torch._dynamo, for seconds: pay that here, once,
     # not in every exercise process.
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1).step()
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # sandboxes are reaped by the kernel
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # supervisors are reaped by the kernel
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(address)
     listener.listen(64)
@@ -101,41 +80,47 @@ def zygote(address: str) -> None:
             listener.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             try:
-                _sandbox(connection)
+                _supervise(connection)
             finally:
                 os._exit(0)
         connection.close()
 
 
-def _sandbox(connection: socket.socket) -> None:
-    """The sandbox's first process: contain, fork the learner's process, wait for it."""
-    request, _ = receive(connection, limit=2**30)
-    limits = Limits(**request["limits"])
-    isolated, uid = request["isolated"], request["uid"]
+def _supervise(control: socket.socket) -> None:
+    """Enter the sandbox, start the learner's process in it, hand the grader a socket to
+    it, and report how it ended; kill it when the grader hangs up."""
+    request, _ = receive(control, limit=REQUEST_BYTES)
+    limits, uid, holder = Limits(**request["limits"]), request["uid"], request["holder_pid"]
     try:
-        if isolated:
-            isolate([Path(p) for p in request["hidden"]], [Path(p) for p in request["needed"]], limits.scratch_bytes)
-        workdir = make_workdir(uid, limits.scratch_bytes, isolated)
-    except OSError as error:  # the grader's machine, not the learner, is at fault: say so
-        send(connection, {"op": "failed", "message": str(error)})
+        if holder is not None:
+            enter(holder, as_root=uid is not None)
+        workdir = SCRATCH if holder is not None else make_workdir(uid)
+    except (OSError, SandboxSetupFailed) as error:
+        control.sendall(b"F")
+        send(control, {"op": "setup_failed", "message": str(error)[:500]})
         return
-    go_read, go_write = os.pipe()
+    grader_end, learner_end = socket.socketpair()
     pid = os.fork()
     if pid == 0:
-        os.close(go_write)
-        os.read(go_read, 1)  # wait until the grader knows this process's pid
-        os.close(go_read)
+        control.close()
+        grader_end.close()
         try:
-            _learner(connection, request["cells"], limits, uid, workdir)
+            _learner(learner_end, request["cells"], limits, uid, workdir)
         finally:
             os._exit(0)
-    os.close(go_read)
-    send(connection, {"op": "started", "pid": pid})
-    os.write(go_write, b"x")
-    os.close(go_write)
-    connection.close()
-    os.waitpid(pid, 0)
-    remove_workdir(workdir, isolated)
+    learner_end.close()
+    socket.send_fds(control, [b"S"], [grader_end.fileno()])  # "started", with the socket to the learner
+    grader_end.close()
+    learner_ended = os.pidfd_open(pid)
+    readable, _, _ = select.select([learner_ended, control], [], [])
+    if learner_ended not in readable:  # the grader is done with this sandbox
+        os.kill(pid, signal.SIGKILL)
+    _, status, usage = os.wait4(pid, 0)
+    with contextlib.suppress(OSError):
+        send(control, {"op": "exited", "status": os.waitstatus_to_exitcode(status),
+                       "cpu_seconds": usage.ru_utime + usage.ru_stime})
+    if holder is None:
+        remove_workdir(workdir)
 
 
 # --------------------------------------------------------------------------- the learner's process
@@ -145,10 +130,12 @@ class CellTimeout(BaseException):
 
 
 def _learner(connection: socket.socket, cells: list, limits: Limits, uid: int | None, workdir: Path) -> None:
-    os.setsid()  # its own process group, which the grader kills when it kills the sandbox
+    os.setsid()  # its own session and process group, which the grader's tree kill reaches
     _silence_and_close_fds(keep=connection.fileno())
     os.chdir(workdir)
-    os.environ.update(HOME=str(workdir), TMPDIR=str(workdir))
+    os.environ.clear()
+    os.environ.update(HOME=str(workdir), TMPDIR=str(workdir), MPLBACKEND="Agg", PATH="/usr/bin:/bin",
+                      OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     apply_limits(limits, uid)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file past its size limit is an OSError, not a dead process
     sys.modules["graders"] = _graders_stand_in()
@@ -168,7 +155,7 @@ def _learner(connection: socket.socket, cells: list, limits: Limits, uid: int | 
     _reset_torch_globals()
     send(connection, {"op": "loaded", "cell_errors": cell_errors})
     while True:
-        request, _ = receive(connection, limit=2**30)
+        request, _ = receive(connection, limit=REQUEST_BYTES)
         if request.get("op") != "exercise":
             return
         pid = os.fork()
@@ -177,14 +164,16 @@ def _learner(connection: socket.socket, cells: list, limits: Limits, uid: int | 
             try:
                 os.setpgid(0, 0)  # a group of its own, for whatever processes the learner's code starts
                 limit_cpu(limits.exercise_cpu_seconds)
-                _Exercise(connection, namespace, limits).serve(request["name"])
+                _Exercise(connection, namespace, limits, request.get("references", [])).serve(request["name"])
             except BaseException:  # noqa: BLE001 - the connection broke, or the learner's code escaped
                 code = 70
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
-        _kill_leftovers(pid)
-        send(connection, {"op": "exercise_ended", "exit_code": os.waitstatus_to_exitcode(status)})
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)  # what the exercise's code started does not outlive it
+        send(connection, {"op": "exercise_ended", "exit_code": os.waitstatus_to_exitcode(status),
+                          "number": request.get("number")})
 
 
 def _reset_torch_globals() -> None:
@@ -195,19 +184,6 @@ def _reset_torch_globals() -> None:
     torch.set_grad_enabled(True)
     torch.set_default_dtype(torch.float32)
     torch.set_num_threads(1)
-
-
-def _kill_leftovers(exercise_pid: int) -> None:
-    """Processes the learner's code started in an exercise do not outlive it: as the first
-    process of its own process tree (isolated), kill every other; else, the exercise's group."""
-    with contextlib.suppress(OSError):
-        os.killpg(exercise_pid, signal.SIGKILL)
-    if os.getpid() == 1:
-        with contextlib.suppress(OSError):
-            os.kill(-1, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            while os.waitpid(-1, os.WNOHANG)[0]:  # reap them: the first process of a tree inherits orphans
-                pass
 
 
 def _raise_cell_timeout(signum: int, frame: Any) -> None:
@@ -224,7 +200,7 @@ def _silence_and_close_fds(keep: int) -> None:
 
 
 def _graders_stand_in() -> types.ModuleType:
-    """`graders` is hidden in the sandbox; the notebook's `from graders import make_check`
+    """`graders` is absent from the sandbox; the notebook's `from graders import make_check`
     gets a `check` that does nothing (the grader runs the checks itself)."""
     module = types.ModuleType("graders", "Stand-in: checks are run by the grader, outside the sandbox.")
     module.make_check = lambda chapter: (lambda obj, **variant: None)
@@ -270,19 +246,23 @@ _ComputedByGrader = _computed_by_grader()
 class _Exercise:
     """Serves the grader's requests about one exercise, in the exercise process."""
 
-    def __init__(self, connection: socket.socket, namespace: dict, limits: Limits):
+    def __init__(self, connection: socket.socket, namespace: dict, limits: Limits, references: list[str]):
         self.connection, self.namespace, self.limits = connection, namespace, limits
         self.objects: dict[int, Any] = {}
         self.ids: dict[int, int] = {}  # id(object) -> its number, so that an object keeps one reference
+        self.references = _importable(references)
+        self.reference_code = {code: name for obj, name in self.references.items() for code in _code_of(obj)}
+        self.course_code: list[str] = []  # how the graded object uses the course's references
 
     def serve(self, name: str) -> None:
         self.pid = os.getpid()
         if name in self.namespace:
+            self.course_code = _uses_of(self.namespace[name], self.references)
             self.reply({"op": "object", "value": self.namespace[name]})
         else:
             self.reply({"op": "object", "value": None, "missing": True})
         while True:
-            request, tensors = receive(self.connection, limit=2**31)
+            request, tensors = receive(self.connection, limit=REQUEST_BYTES)
             op = request.get("op")
             if op == "end":
                 return
@@ -302,7 +282,7 @@ class _Exercise:
     def run_learner_code(self, target: Callable, args: list, kwargs: dict) -> Any:
         output = io.StringIO()
         try:
-            with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output), self.watching_calls():
                 return target(*args, **kwargs)
         except NotImplementedError as error:
             stub = stub_name(error)
@@ -320,7 +300,32 @@ class _Exercise:
             os._exit(0)
         value = header.pop("value", None)
         structure, tensors = encode(value, self.reference, limit=self.limits.output_bytes)
-        send(self.connection, {**header, "value": structure}, tensors, limit=self.limits.output_bytes)
+        send(self.connection, {**header, "value": structure, "course_code": self.course_code[:20]}, tensors,
+             limit=self.limits.output_bytes)
+
+    @contextlib.contextmanager
+    def watching_calls(self):
+        """Note every call the learner's code makes into the course's references."""
+        if not self.reference_code:
+            yield
+            return
+
+        def watch(frame: types.FrameType, event: str, arg: Any) -> None:
+            if event == "call" and frame.f_code in self.reference_code:
+                use = f"calls `{self.reference_code[frame.f_code]}`"
+                if use not in self.course_code:
+                    self.course_code.append(use)
+
+        previous = sys.getprofile()
+        sys.setprofile(watch)
+        threading.setprofile(watch)
+        try:
+            yield
+        finally:
+            if sys.getprofile() is not watch:
+                self.course_code.append("switched off the grader's watch on the course's references")
+            sys.setprofile(previous)
+            threading.setprofile(None)
 
     def reference(self, obj: Any) -> dict:
         """A learner's object that cannot travel as data: a reference to it, kept here."""
@@ -350,7 +355,7 @@ class _Exercise:
                                     differentiable=differentiable if torch.is_grad_enabled() else None)
         send(self.connection, {"op": "callback", "id": callback_id, "arguments": structure,
                                "differentiable": [key for key, _ in differentiable]}, tensors, limit=self.limits.output_bytes)
-        reply, tensors = receive(self.connection, limit=2**31)
+        reply, tensors = receive(self.connection, limit=REQUEST_BYTES)
         if reply.get("op") != "callback_result":
             raise RuntimeError(reply.get("message", "the grader's function failed"))
         value, gradients = decode(reply["value"], tensors, self.resolve, accept_modules=True)
@@ -378,6 +383,71 @@ def _attribute(target: Any, name: str) -> Any:
         if error.__traceback__.tb_next is None:  # not raised by the learner's own code (a property, say)
             raise _LearnerFailed("error", f"Your code raised AttributeError: {error}") from None
         raise
+
+
+def _importable(references: list[str]) -> dict[Any, str]:
+    """{object: its dotted name} for the course's references ("module:qualname") that the
+    learner's process can import: those the learner could copy by subclassing or calling."""
+    found = {}
+    for reference in references:
+        module_name, _, qualname = reference.partition(":")
+        with contextlib.suppress(ImportError, AttributeError):
+            found[getattr(importlib.import_module(module_name), qualname)] = f"{module_name}.{qualname}"
+    return found
+
+
+def _code_of(obj: Any) -> list[types.CodeType]:
+    """The code objects of a function, or of every method and property of a class."""
+    members = vars(obj).values() if isinstance(obj, type) else [obj]
+    functions = []
+    for member in members:
+        if isinstance(member, (staticmethod, classmethod)):
+            member = member.__func__
+        if isinstance(member, property):
+            functions += [member.fget, member.fset]
+        else:
+            functions.append(member)
+    return [f.__code__ for f in functions if isinstance(f, types.FunctionType)]
+
+
+def _uses_of(obj: Any, references: dict[Any, str]) -> list[str]:
+    """How `obj` is, inherits from or wraps one of `references` (a bounded search through
+    base classes, wrapped functions, partials, bound methods and closures)."""
+    by_id = {id(reference): name for reference, name in references.items()}  # identity: no learner __eq__ runs
+    uses, seen, frontier = [], set(), [(obj, "is")]
+    while frontier and len(seen) < 1000:
+        item, how = frontier.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if id(item) in by_id:
+            uses.append(f"{how} `{by_id[id(item)]}`")
+            continue
+        if isinstance(item, type):
+            frontier += [(base, "inherits from") for base in item.__mro__[1:]]
+            frontier += [(member, "wraps") for member in vars(item).values()]
+            continue
+        frontier += [(inner, "wraps") for inner in _wrapped_by(item)]
+    return uses
+
+
+def _wrapped_by(item: Any) -> list[Any]:
+    """What a function-like object calls on: a partial's function and arguments, a bound or
+    static method's function, a property's accessors, a decorated function's original and
+    its closure."""
+    if isinstance(item, functools.partial):
+        return [item.func, *item.args, *item.keywords.values()]
+    if isinstance(item, (types.MethodType, staticmethod, classmethod)):
+        return [item.__func__]
+    if isinstance(item, property):
+        return [item.fget, item.fset]
+    if isinstance(item, types.FunctionType):
+        cells = []
+        for cell in item.__closure__ or ():
+            with contextlib.suppress(ValueError):  # an empty cell
+                cells.append(cell.cell_contents)
+        return [*cells, *([item.__dict__["__wrapped__"]] if "__wrapped__" in item.__dict__ else [])]
+    return []
 
 
 def _listed(result: Any) -> Any:

@@ -15,6 +15,10 @@ Objects that cannot travel as data stay where they are and travel as references:
 
 Which side turns what into a reference is up to the `on_object` function each side
 passes to `encode`, and `on_reference` to `decode`.
+
+Reading is bounded, since one side is a learner's code: a message's size, its JSON
+header's size, how deep its values nest and how many there are. Anything malformed is a
+`WireError`, which costs the learner that answer and nothing else.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import dataclasses
 import importlib
 import json
 import math
+import socket
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -32,15 +37,25 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch import Tensor, nn
 
-__all__ = ["MAX_MESSAGE_BYTES", "WireError", "encode", "decode", "pack", "unpack"]
+__all__ = ["MAX_MESSAGE_BYTES", "WireError", "encode", "decode", "pack", "unpack", "send", "receive"]
 
 #: The largest message either side accepts: learner output beyond this is an error, not a
 #: reason for the grader to run out of memory.
 MAX_MESSAGE_BYTES = 512 * 2**20
 
-# Modules whose dataclasses and nn.Modules may be rebuilt from a message. The sandbox can
-# import them; rebuilding calls only their dataclass constructors and `Module(cfg)`.
-TRUSTED_MODULE_PREFIX = "toy_models."
+#: A header's JSON (everything but the tensors), how deep its values nest, how many there are.
+MAX_HEADER_BYTES = 16 * 2**20
+MAX_DEPTH = 40
+MAX_ITEMS = 2_000_000
+
+#: The only classes a message may rebuild, besides plain data: the course's configuration
+#: dataclasses and models. Rebuilding calls only their dataclass constructors and `Model(cfg)`.
+REBUILDABLE = frozenset({
+    "toy_models.model:TransformerConfig", "toy_models.model:Transformer",
+    "toy_models.sae:SAEConfig", "toy_models.sae:SparseAutoencoder",
+    "toy_models.superposition:SuperpositionConfig", "toy_models.superposition:SuperpositionModel",
+    "toy_models.data:IOIPrompts",
+})
 
 _DTYPES = {str(dtype).removeprefix("torch."): dtype for dtype in (
     torch.float16, torch.bfloat16, torch.float32, torch.float64,
@@ -75,7 +90,19 @@ def encode(
             differentiable.append((key, tensor))
         return {"__tensor__": key}
 
+    depth = 0
+
     def walk(item: Any) -> Any:
+        nonlocal depth
+        depth += 1
+        try:
+            if depth > MAX_DEPTH:
+                raise WireError(f"it nests deeper than {MAX_DEPTH} levels")
+            return walk_one(item)
+        finally:
+            depth -= 1
+
+    def walk_one(item: Any) -> Any:
         if item is None or isinstance(item, (bool, str)):
             return item
         if isinstance(item, int):
@@ -122,6 +149,8 @@ def decode(
     given to `on_reference`. Modules are rebuilt only with `accept_modules`: the sandbox
     accepts the grader's models, but the grader builds nothing of the size a learner asks."""
 
+    _check_bounds(structure)
+
     def walk(item: Any) -> Any:
         if isinstance(item, list):
             return [walk(x) for x in item]
@@ -165,7 +194,27 @@ def decode(
             return on_reference(item)
         raise WireError(f"unknown value in message: {sorted(item)[:3]}")
 
-    return walk(structure)
+    try:
+        return walk(structure)
+    except WireError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever about the message is malformed
+        raise WireError(f"malformed value in message: {type(error).__name__}: {str(error)[:200]}") from None
+
+
+def _check_bounds(structure: Any) -> None:
+    """`WireError` unless the structure nests at most MAX_DEPTH deep and holds at most
+    MAX_ITEMS values (checked without recursion, so a deep one cannot overflow the stack)."""
+    count, stack = 0, [(structure, 0)]
+    while stack:
+        item, depth = stack.pop()
+        count += 1
+        if depth > MAX_DEPTH or count > MAX_ITEMS:
+            raise WireError(f"the answer nests deeper than {MAX_DEPTH} levels or holds more than {MAX_ITEMS} values")
+        if isinstance(item, list):
+            stack += [(x, depth + 1) for x in item]
+        elif isinstance(item, dict):
+            stack += [(x, depth + 1) for x in item.values()]
 
 
 def pack(header: dict, tensors: dict[str, Tensor], *, limit: int = MAX_MESSAGE_BYTES) -> bytes:
@@ -181,6 +230,8 @@ def unpack(message: bytes) -> tuple[dict, dict[str, Tensor]]:
     """The header and tensors of a message from `pack`; `WireError` if it is malformed."""
     try:
         (length,) = struct.unpack_from("<Q", message)
+        if length > MAX_HEADER_BYTES:
+            raise WireError(f"its header is {length} bytes, more than the limit of {MAX_HEADER_BYTES} bytes")
         header = json.loads(message[8: 8 + length])
         blob = message[8 + length:]
         tensors = load_tensors(blob) if blob else {}
@@ -196,17 +247,44 @@ def _qualified_name(cls: type) -> str:
 
 
 def _is_trusted(cls: type) -> bool:
-    return cls.__module__.startswith(TRUSTED_MODULE_PREFIX)
+    """One of the rebuildable classes itself (a learner's subclass, or a class that merely
+    claims its module, travels as a reference)."""
+    name = _qualified_name(cls)
+    return name in REBUILDABLE and _trusted_class(name) is cls
 
 
-def _trusted_class(name: str) -> type:
+def _trusted_class(name: Any) -> type:
+    if name not in REBUILDABLE:
+        raise WireError(f"refusing to rebuild an object of type {str(name)[:100]!r}")
     module_name, _, qualname = name.partition(":")
-    if not module_name.startswith(TRUSTED_MODULE_PREFIX) or "." in qualname or not qualname.isidentifier():
-        raise WireError(f"refusing to rebuild an object of type {name!r}")
-    cls = getattr(importlib.import_module(module_name), qualname, None)
-    if not isinstance(cls, type):
-        raise WireError(f"{name!r} is not a class")
-    return cls
+    return getattr(importlib.import_module(module_name), qualname)
+
+
+# --------------------------------------------------------------------------- framing
+
+def send(sock: socket.socket, header: dict, tensors: dict | None = None, *, limit: int = MAX_MESSAGE_BYTES) -> None:
+    message = pack(header, tensors or {}, limit=limit)
+    sock.sendall(struct.pack("<Q", len(message)) + message)
+
+
+def receive(sock: socket.socket, *, limit: int) -> tuple[dict, dict]:
+    """The next message; `EOFError` if the other side is gone, `WireError` if it sends
+    something malformed or larger than `limit` bytes."""
+    (length,) = struct.unpack("<Q", _read_exactly(sock, 8))
+    if length > limit:
+        raise WireError(f"a message of {length} bytes is larger than the limit of {limit} bytes")
+    return unpack(_read_exactly(sock, length))
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    chunks, missing = [], n
+    while missing:
+        chunk = sock.recv(min(missing, 2**20))
+        if not chunk:
+            raise EOFError("the connection was closed")
+        chunks.append(chunk)
+        missing -= len(chunk)
+    return b"".join(chunks)
 
 
 def _hashable(key: Any) -> Any:

@@ -21,7 +21,7 @@ import nbformat
 import pytest
 
 from graders.core import CHAPTERS, load_chapter
-from mi_course.grading import find_submissions, grade_class, read_notebook
+from mi_course.grading import _escape_inline, find_submissions, grade_class, read_notebook
 from mi_course.sandbox import Containment, Limits, detect_containment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,9 +77,9 @@ HOSTILE = {
 }
 ISOLATED_ONLY = {
     "fork_bomb": (steer_doing("import os\nwhile True:\n    os.fork()"), FULL - 1, "steer"),
-    "reads_hidden_tests": (steer_doing(f"return open({str(REPO / 'graders' / 'chapter_01.py')!r}).read()"), FULL - 1, "FileNotFoundError"),
+    "reads_hidden_tests": (steer_doing(f"return open({str(REPO / 'graders' / 'chapter_01.py')!r}).read()"), FULL - 1, "No such file"),
     "deletes_files": (add_cell(solution(), f"import shutil\nshutil.rmtree({str(REPO / 'toy_models' / 'checkpoints')!r})"),
-                      FULL, "PermissionError"),
+                      FULL, "Read-only file system"),
     "opens_a_connection": (steer_doing("import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)"), FULL - 1, "OSError"),
 }
 BROKEN = {
@@ -140,7 +140,9 @@ def assert_grades(out: Path, corpus: dict) -> None:
     for student, (_, expected, feedback_text) in corpus.items():
         feedback = (out.parent / f"{out.stem}-feedback" / f"{student}.md").read_text()
         assert float(book[student]["score"]) == expected, f"{student}: {book[student]}\n{feedback}"
-        assert feedback_text in feedback, f"{student}: expected {feedback_text!r} in the feedback:\n{feedback}"
+        # Messages appear as they are, in code blocks; notes about the notebook, escaped inline.
+        assert feedback_text in feedback or _escape_inline(feedback_text) in feedback, (
+            f"{student}: expected {feedback_text!r} in the feedback:\n{feedback}")
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +195,7 @@ def test_limits_only_fallback_still_contains_crashes_and_loops(tmp_path: Path) -
     write_class(tmp_path / "submissions", corpus)
     out = tmp_path / "grades.csv"
     grades = grade_class(find_submissions(tmp_path / "submissions", CHAPTER), CHAPTER, out, limits=LIMITS,
-                         containment=Containment(False, "testing the fallback"), progress=False)
+                         containment=Containment("limits only", "testing the fallback"), progress=False)
     assert_grades(out, corpus)
     assert {g.sandbox for g in grades} == {"limits only"}
 
