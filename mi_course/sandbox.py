@@ -131,17 +131,19 @@ def view_arguments(*, as_root: bool, scratch_bytes: int, hidden: tuple[Path, ...
     for path in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(path):  # merged /usr: keep the links, which point into /usr
             arguments += ["--symlink", os.readlink(path), path]
+    # The writable places first: a checkout or a virtual environment under /tmp is then
+    # bound inside the private /tmp, not hidden by it.
+    arguments += ["--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--size", str(scratch_bytes),
+                  "--tmpfs", str(SCRATCH), "--size", str(2**16), "--tmpfs", "/dev/shm"]
     denied = {Path(p).resolve() for p in (*hidden, *_hidden_course_paths())}
     sources = [source for path in _allowed_paths() for source in _bindable(path, denied)]
     # The folders on the way to each source, made searchable by anyone (bubblewrap would
     # make them private to root, and the learner's own user could not reach what they hold).
-    for folder in sorted({parent for source in sources for parent in source.parents} - {Path("/")}):
+    for folder in sorted({parent for source in sources for parent in source.parents} - {Path("/"), SCRATCH}):
         arguments += ["--perms", "0755", "--dir", str(folder)]
     for source in sources:
         arguments += ["--ro-bind", str(source), str(source)]
-    arguments += ["--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--size", str(scratch_bytes),
-                  "--tmpfs", str(SCRATCH), "--size", str(2**16), "--tmpfs", "/dev/shm", "--remount-ro", "/"]
-    return arguments
+    return [*arguments, "--remount-ro", "/"]
 
 
 def _allowed_paths() -> list[Path]:
