@@ -323,6 +323,9 @@ def run_without_root(shared: Path) -> None:
     out = shared / "out" / "grades.csv"
     readable = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), REPO.resolve()}
     private = [p for p in readable if p.is_relative_to("/root")]
+    closed = [a for p in readable - set(private) for a in p.parents if not os.stat(a).st_mode & 0o001]
+    if closed:
+        pytest.skip(f"{closed[0]} is private to root, so no other user can reach the checkout or Python")
     view = ["bwrap", "--dev-bind", "/", "/", "--perms", "0755", "--tmpfs", "/root",
             *(arg for folder in sorted({a for p in private for a in p.parents if a.is_relative_to("/root")} - {Path("/root")})
               for arg in ("--perms", "0755", "--dir", str(folder))),
