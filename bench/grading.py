@@ -7,7 +7,7 @@ grades them twice, each as the instructor's command, timed end to end:
 * `nbgrader autograde CHAPTER`, in a fresh nbgrader course folder, with this
   repository's `nbgrader_config.py` (one notebook after another, every cell executed in
   the student's kernel);
-* `mi-course grade`, sandboxed (isolated when run as root, else limits only) and in
+* `mi-course grade`, sandboxed (isolated wherever bubblewrap can build a view) and in
   parallel on all cores.
 
 It prints both times, their ratio, and whether the two agree on every student's score.

@@ -41,7 +41,8 @@ from typing import Any
 
 from mi_course.learner_code import describe_error, new_namespace, run_cell, stub_name
 from mi_course.sandbox import (
-    SCRATCH, Limits, SandboxSetupFailed, apply_limits, enter, limit_cpu, make_workdir, remove_workdir,
+    SCRATCH, Limits, SandboxSetupFailed, apply_limits, end_processes, enter, limit_cpu, make_workdir,
+    remove_workdir,
 )
 from mi_course.wire import WireError, decode, encode, receive, send
 
@@ -115,6 +116,8 @@ def _supervise(control: socket.socket) -> None:
     readable, _, _ = select.select([learner_ended, control], [], [])
     if learner_ended not in readable:  # the grader is done with this sandbox
         os.kill(pid, signal.SIGKILL)
+    if holder is None:  # inside a sandbox, its end ends them all; here, before the learner's pid can be reused
+        end_processes(uid, group=pid)
     _, status, usage = os.wait4(pid, 0)
     with contextlib.suppress(OSError):
         send(control, {"op": "exited", "status": os.waitstatus_to_exitcode(status),

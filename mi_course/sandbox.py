@@ -28,6 +28,7 @@ learner's code can then read whatever the grader's user can read.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import importlib.util
@@ -36,6 +37,7 @@ import os
 import resource
 import select
 import shutil
+import signal
 import site
 import subprocess
 import sys
@@ -46,7 +48,7 @@ from pathlib import Path
 
 __all__ = [
     "Limits", "Containment", "SandboxHolder", "SandboxSetupFailed", "detect_containment", "enter", "apply_limits",
-    "limit_cpu", "make_workdir", "remove_workdir",
+    "limit_cpu", "make_workdir", "remove_workdir", "end_processes",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -287,6 +289,26 @@ def make_workdir(uid: int | None) -> Path:
 
 def remove_workdir(workdir: Path) -> None:
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def end_processes(uid: int | None, group: int) -> None:
+    """When not isolated, what a learner's process started and left running: every process
+    of its own `uid` (from root: that user runs nothing else, and the kernel's `kill(-1)`
+    reaches all of them at once, however fast they fork), else only its process `group`,
+    which a process that starts a session of its own leaves."""
+    if uid is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+        return
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setresuid(uid, uid, uid)  # now it may signal exactly that user's processes
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(-1, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
 
 
 def apply_limits(limits: Limits, uid: int | None) -> None:

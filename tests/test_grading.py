@@ -57,6 +57,23 @@ def steer_doing(body: str) -> nbformat.NotebookNode:
     return replace_exercise(solution(), "steer", f"def steer(resid, direction, alpha):\n{indented}\n")
 
 
+#: A cell that leaves a daemon behind: a process in a session of its own, whose parent has exited.
+LEAVES_A_DAEMON = ("import os\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+                   "        os.execv('/usr/bin/sleep', ['sleep', '4321.5'])\n    os._exit(0)\n")
+
+
+def daemons() -> list[str]:
+    """The pids of the daemons LEAVES_A_DAEMON starts that are still running, anywhere on the machine."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if cmdline.read_bytes() == b"sleep\x004321.5\x00":
+                found.append(cmdline.parent.name)
+        except OSError:
+            pass
+    return found
+
+
 # Every submission: (notebook or raw bytes, expected score, text the feedback must contain).
 HOSTILE = {
     "infinite_loop": (steer_doing("while True:\n    pass"), FULL - 1, "more than 2 s of CPU time"),
@@ -198,6 +215,18 @@ def test_limits_only_fallback_still_contains_crashes_and_loops(tmp_path: Path) -
                          containment=Containment("limits only", "testing the fallback"), progress=False)
     assert_grades(out, corpus)
     assert {g.sandbox for g in grades} == {"limits only"}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="without root the fallback runs students as the grader's own user, "
+                                              "whose other processes it cannot tell apart (see the README)")
+def test_limits_only_fallback_ends_what_a_student_leaves_running(tmp_path: Path) -> None:
+    corpus = {"leaves_a_daemon": (add_cell(solution(), LEAVES_A_DAEMON), FULL, "13 / 13")}
+    write_class(tmp_path / "submissions", corpus)
+    out = tmp_path / "grades.csv"
+    grade_class(find_submissions(tmp_path / "submissions", CHAPTER), CHAPTER, out, limits=LIMITS,
+                containment=Containment("limits only", "testing the fallback"), progress=False)
+    assert_grades(out, corpus)
+    assert daemons() == [], "a student's process outlived its grading"
 
 
 def test_a_killed_run_resumes_with_the_same_grades(tmp_path: Path) -> None:

@@ -25,7 +25,8 @@ from graders.core import load_chapter
 from mi_course.grading import find_submissions, grade_class
 from mi_course.sandbox import SandboxHolder, detect_containment, enter
 from test_grading import (
-    CHAPTER, FULL, LIMITS, REPO, add_cell, assert_grades, gradebook, solution, steer_doing, write_class,
+    CHAPTER, FULL, LEAVES_A_DAEMON, LIMITS, REPO, add_cell, assert_grades, daemons, gradebook, solution, steer_doing,
+    write_class,
 )
 
 CONTAINMENT = detect_containment()
@@ -188,23 +189,10 @@ ATTACKS = {
                                                 "os.listdir('/proc')))]:\n    if pid not in (0, os.getpid()):\n        try:\n"
                                                 "            os.kill(pid, signal.SIGSTOP)\n        except OSError:\n"
                                                 "            pass\n"), FULL, "13 / 13"),
-    "leaves_a_daemon": (add_cell(solution(), "import os\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
-                                             "        os.execv('/usr/bin/sleep', ['sleep', '4321.5'])\n    os._exit(0)\n"),
-                        FULL, "13 / 13"),
+    "leaves_a_daemon": (add_cell(solution(), LEAVES_A_DAEMON), FULL, "13 / 13"),
     "full_marks": (solution(), FULL, "13 / 13"),
     "empty": (nbformat.read(RELEASED, as_version=4), 0, "not attempted"),
 }
-
-
-def sleepers() -> list[str]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if cmdline.read_bytes() == b"sleep\x004321.5\x00":
-                found.append(cmdline.parent.name)
-        except OSError:
-            pass
-    return found
 
 
 def test_a_hostile_class_is_graded_and_earns_nothing_it_did_not_write(tmp_path: Path) -> None:
@@ -216,7 +204,7 @@ def test_a_hostile_class_is_graded_and_earns_nothing_it_did_not_write(tmp_path: 
     assert {g.sandbox for g in grades} == {CONTAINMENT.name}
     feedback = "".join(p.read_text() for p in (out.parent / "grades-feedback").glob("*.md"))
     assert "limits-only" not in feedback and "def steer" not in feedback
-    assert sleepers() == [], "a student's process outlived its grading"
+    assert daemons() == [], "a student's process outlived its grading"
 
 
 def test_a_slow_notebook_whose_functions_exit_is_run_once(tmp_path: Path) -> None:
@@ -303,8 +291,8 @@ def test_isolation_without_root(tmp_path: Path) -> None:
     """A non-root instructor gets the same view through a user namespace. The test runs
     `mi-course grade` as an unprivileged user, in a view (made with bubblewrap as root)
     where Python and the checkout are readable by that user even if they live in /root."""
-    corpus = {"full_marks": (solution(), FULL, "13 / 13"),
-              "steals_references": ATTACKS["steals_references"]}
+    corpus = {name: ATTACKS[name] for name in ("full_marks", "steals_references", "freezes_everything",
+                                               "leaves_a_daemon", "forges_failed_frame")}
     shared = Path(tempfile.mkdtemp(prefix="mi-course-non-root-"))  # pytest's tmp_path is private to root
     try:
         os.chmod(shared, 0o755)
@@ -314,12 +302,12 @@ def test_isolation_without_root(tmp_path: Path) -> None:
             os.chmod(notebook, 0o644)
         (shared / "out").mkdir(mode=0o700)
         os.chown(shared / "out", 65534, 65534)
-        run_without_root(shared)
+        run_without_root(shared, corpus)
     finally:
         shutil.rmtree(shared)
 
 
-def run_without_root(shared: Path) -> None:
+def run_without_root(shared: Path, corpus: dict) -> None:
     out = shared / "out" / "grades.csv"
     readable = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), REPO.resolve()}
     private = [p for p in readable if p.is_relative_to("/root")]
@@ -339,5 +327,6 @@ def run_without_root(shared: Path) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     with open(out, newline="") as file:
         rows = {row["student"]: row for row in csv.DictReader(file)}
-    assert {s: float(r["score"]) for s, r in rows.items()} == {"full_marks": FULL, "steals_references": 0}
+    assert {s: float(r["score"]) for s, r in rows.items()} == {s: expected for s, (_, expected, _) in corpus.items()}
     assert {r["sandbox"] for r in rows.values()} == {"isolated"}
+    assert daemons() == [], "a student's process outlived its grading"
