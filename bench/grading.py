@@ -30,9 +30,9 @@ from pathlib import Path
 import nbformat
 
 from mi_course.grading import resolve_chapter
-from mi_course.sandbox import detect_containment
+from mi_course.runtime.containment import detect_containment
+from mi_course.runtime.paths import COURSE_DIR, REPO_ROOT, SOLUTIONS_DIR
 
-REPO = Path(__file__).resolve().parents[1]
 #: The venv's commands first, as if it were activated: nbgrader runs `alembic` by name. Not resolved: the venv's
 #: python links to one outside the venv, whose folder has no alembic.
 ENV = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])}
@@ -40,8 +40,8 @@ ENV = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), 
 
 def make_submissions(chapter: str, students: int, folder: Path) -> dict[str, Path]:
     """{student: notebook}: solution cells copied into the released notebook."""
-    released = nbformat.read(REPO / "course" / f"{chapter}.ipynb", as_version=4)
-    solution = nbformat.read(REPO / "solutions" / f"{chapter}.ipynb", as_version=4)
+    released = nbformat.read(COURSE_DIR / f"{chapter}.ipynb", as_version=4)
+    solution = nbformat.read(SOLUTIONS_DIR / f"{chapter}.ipynb", as_version=4)
     answers = {c.metadata["nbgrader"]["grade_id"]: c.source for c in solution.cells
                if c.metadata.get("nbgrader", {}).get("solution")}
     paths = {}
@@ -60,14 +60,14 @@ def make_submissions(chapter: str, students: int, folder: Path) -> dict[str, Pat
 
 def timed(command: list[str], **kwargs) -> float:
     start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, **kwargs)
+    subprocess.run(command, check=True, cwd=REPO_ROOT, env=ENV, stdout=subprocess.DEVNULL, **kwargs)
     return time.perf_counter() - start
 
 
 def nbgrader_scores(course: Path, chapter: str) -> dict[str, float]:
     csv_path = course / "grades.csv"
     subprocess.run([sys.executable, "-m", "nbgrader", "export", f"--CourseDirectory.root={course}",
-                    f"--to={csv_path}"], check=True, cwd=REPO, env=ENV,
+                    f"--to={csv_path}"], check=True, cwd=REPO_ROOT, env=ENV,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(csv_path, newline="") as file:
         return {row["student_id"]: float(row["raw_score"]) for row in csv.DictReader(file) if row["assignment"] == chapter}
@@ -82,9 +82,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-grading-") as tmp:
         course = Path(tmp) / "course"
         (course / "source" / chapter).mkdir(parents=True)
-        shutil.copy(REPO / "solutions" / f"{chapter}.ipynb", course / "source" / chapter)
+        shutil.copy(SOLUTIONS_DIR / f"{chapter}.ipynb", course / "source" / chapter)
         root = f"--CourseDirectory.root={course}"
-        subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", chapter, root], check=True, cwd=REPO,
+        subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", chapter, root], check=True, cwd=REPO_ROOT,
                        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         make_submissions(chapter, args.students, course)
         print(f"{args.students} submissions of {chapter}; {os.cpu_count()} cores; "

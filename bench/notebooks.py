@@ -26,8 +26,8 @@ from nbclient import NotebookClient
 
 from graders import load_chapter
 from graders.submission import chapter_of
+from mi_course.runtime.paths import REPO_ROOT, SOLUTIONS_DIR
 
-REPO = Path(__file__).resolve().parents[1]
 REPEATS = 5  # each check is timed this many times; the median is shown
 
 
@@ -48,7 +48,7 @@ def time_notebook(path: Path) -> dict[str, float]:
         if "iopub.execute_input" in timing and "shell.execute_reply" in timing:
             cells.append((seconds(timing["iopub.execute_input"], timing["shell.execute_reply"]), index, cell))
     errors = [index for _, index, cell in cells if any(o.get("output_type") == "error" for o in cell.outputs)]
-    print(f"{path.relative_to(REPO)}: {total:.1f} s end to end (kernel start included), "
+    print(f"{path.relative_to(REPO_ROOT)}: {total:.1f} s end to end (kernel start included), "
           f"{sum(s for s, _, _ in cells):.1f} s in its {len(cells)} code cells")
     for cell_seconds, index, cell in sorted(cells, key=lambda entry: entry[0], reverse=True)[:4]:
         print(f"  cell {index:2d}: {cell_seconds:6.2f} s  {cell.source.splitlines()[0][:60]}")
@@ -81,11 +81,11 @@ def time_checks(path: Path, graded_cells: dict[str, float]) -> None:
 def time_check_command(path: Path) -> None:
     start = time.perf_counter()
     run = subprocess.run([sys.executable, "-m", "mi_course.cli", "check", str(path)], capture_output=True, text=True)
-    print(f"mi-course check {path.relative_to(REPO)}: {time.perf_counter() - start:.1f} s, exit status {run.returncode}")
+    print(f"mi-course check {path.relative_to(REPO_ROOT)}: {time.perf_counter() - start:.1f} s, exit status {run.returncode}")
 
 
 def main() -> None:
-    for path in sorted((REPO / "solutions").glob("*.ipynb")):
+    for path in sorted(SOLUTIONS_DIR.glob("*.ipynb")):
         graded_cells = time_notebook(path)
         time_checks(path, graded_cells)
         time_check_command(path)

@@ -9,20 +9,10 @@ In a chapter's notebook::
 From a terminal: `mi-course check NOTEBOOK`, or `pytest graders --submission NOTEBOOK`.
 """
 
-from graders.core import (
-    CHAPTERS,
-    Chapter,
-    Exercise,
-    GraderFailure,
-    Result,
-    Verdict,
-    compare_tensors,
-    load_chapter,
-    make_check,
-)
+from graders.core import CHAPTERS, Chapter, Exercise, GraderFailure, compare_tensors, load_chapter, make_check
 from graders.submission import Submission, load_submission
 
 __all__ = [
-    "CHAPTERS", "Chapter", "Exercise", "GraderFailure", "Result", "Verdict", "Submission",
+    "CHAPTERS", "Chapter", "Exercise", "GraderFailure", "Submission",
     "compare_tensors", "load_chapter", "load_submission", "make_check",
 ]

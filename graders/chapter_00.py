@@ -1,12 +1,17 @@
 """Graders for chapter 00, a transformer from scratch.
 
-The references are the course's own model, `toy_models.model`. The learner's modules keep
-its parameter names and shapes, so each grader builds the learner's module, loads the
-reference module's seeded random weights into it, and compares the outputs on seeded
-random inputs and on edge cases: one sequence of one token, and sequences as long as the
-context. Where the outputs differ, diagnostics work out what each common mistake would
-have given, mostly by editing the reference's intermediate values through its
-TransformerLens hook points, and name the mistake that matches.
+The references are `solutions.transformer_from_scratch`, in the learner's interface. The
+learner's modules keep their parameter names and shapes, so each grader builds the
+learner's module, loads the reference module's seeded random weights into it, and compares
+the outputs on seeded random inputs and on edge cases: one sequence of one token, and
+sequences as long as the context. Where the outputs differ, diagnostics work out what each
+common mistake would have given, by editing the reference's intermediate values through
+its hook points or putting its pieces together the wrong way, and name the mistake that
+matches.
+
+The course's hooked model, `toy_models.model`, holds the same pieces, and a notebook can
+import it: each exercise names its equivalent there as `forbidden`, so that in
+`mi-course grade` code which is, inherits from, wraps or calls it earns nothing.
 
 Every grader takes `seed` (the random weights and inputs) and `config` (a key of
 `CONFIGS`); the notebook's hidden tests use another seed and odd model shapes.
@@ -25,8 +30,9 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from graders.core import Chapter, compare_tensors, load_reference_weights, looks_like
-from toy_models import model as reference
-from toy_models.model import TransformerConfig
+from solutions import transformer_from_scratch as reference
+from toy_models import TransformerConfig
+from toy_models import model as course_model
 
 CHAPTER = Chapter("00_transformer_from_scratch")
 
@@ -43,28 +49,9 @@ VARIANTS = ({}, {"seed": 1, "config": "odd_shapes"})
 MASKED = -1e4
 
 
-# --------------------------------------------------------------------------- the references,
-# called the way the learner's versions are
-
-class ReferenceAttention(reference.Attention):
-    """The reference attention as the learner writes it: keys, queries and values all
-    read the same input."""
-
-    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        return super().forward(x, x, x)
-
-
-class ReferenceUnembed(reference.Unembed):
-    """The reference unembedding, built from the config alone (its weights are not tied
-    to the embedding)."""
-
-    def __init__(self, cfg: TransformerConfig):
-        super().__init__(cfg, reference.Embed(cfg))
-
-
 # --------------------------------------------------------------------------- helpers
 
-def randomized(module: nn.Module, seed: int) -> nn.Module:
+def with_random_weights(module: nn.Module, seed: int) -> nn.Module:
     """`module` in eval mode with random weights large enough to make mistakes visible
     (with GPT-2's initial weights attention is nearly uniform and LayerNorm the identity,
     so a missing scale or a swapped axis would hardly change the output)."""
@@ -136,20 +123,21 @@ def layer_norm_with(x: Tensor, ln: reference.LayerNorm, *, dim: int = -1, unbias
     centred = x - x.mean(dim, keepdim=True) if centre else x
     n = x.shape[dim]
     variance = centred.pow(2).sum(dim, keepdim=True) / (n - 1 if unbiased else n)
-    scale = (variance + ln.eps).sqrt() if eps_inside else variance.sqrt() + ln.eps
+    eps = ln.cfg.layer_norm_eps
+    scale = (variance + eps).sqrt() if eps_inside else variance.sqrt() + eps
     normalized = centred / scale
     return normalized * ln.w + ln.b if affine else normalized
 
 
 @CHAPTER.exercise(
-    "LayerNorm", points=2, reference=reference.LayerNorm, variants=VARIANTS,
+    "LayerNorm", points=2, reference=reference.LayerNorm, forbidden=(course_model.LayerNorm,), variants=VARIANTS,
     hint="Centre each position's vector (mean over d_model), divide by sqrt(biased variance + eps), "
          "then scale by w and shift by b.",
 )
 @torch.no_grad()
 def grade_layer_norm(LayerNorm: type, *, seed: int = 0, config: str = "small") -> None:
     cfg = CONFIGS[config]
-    ref = randomized(reference.LayerNorm(cfg), seed)
+    ref = with_random_weights(reference.LayerNorm(cfg), seed)
     learner = learner_module(LayerNorm, cfg, ref)
     generator = torch.Generator().manual_seed(seed)
     inputs = [(description, random_residual(generator, batch, pos, cfg.d_model)) for description, batch, pos in sizes(cfg)]
@@ -179,13 +167,13 @@ def grade_layer_norm(LayerNorm: type, *, seed: int = 0, config: str = "small") -
 # --------------------------------------------------------------------------- embeddings
 
 @CHAPTER.exercise(
-    "Embed", points=1, reference=reference.Embed, variants=VARIANTS,
+    "Embed", points=1, reference=reference.Embed, forbidden=(course_model.Embed,), variants=VARIANTS,
     hint="Each token id picks a row of W_E: index W_E with the tokens tensor.",
 )
 @torch.no_grad()
 def grade_embed(Embed: type, *, seed: int = 0, config: str = "small") -> None:
     cfg = CONFIGS[config]
-    ref = randomized(reference.Embed(cfg), seed)
+    ref = with_random_weights(reference.Embed(cfg), seed)
     learner = learner_module(Embed, cfg, ref)
     generator = torch.Generator().manual_seed(seed)
     for description, batch, pos in sizes(cfg):
@@ -198,14 +186,14 @@ def grade_embed(Embed: type, *, seed: int = 0, config: str = "small") -> None:
 
 
 @CHAPTER.exercise(
-    "PosEmbed", points=1, reference=reference.PosEmbed, variants=VARIANTS,
+    "PosEmbed", points=1, reference=reference.PosEmbed, forbidden=(course_model.PosEmbed,), variants=VARIANTS,
     hint="Position p reads row p of W_pos, whatever the token there: take W_pos[:seq_len] and repeat "
          "it over the batch (einops.repeat).",
 )
 @torch.no_grad()
 def grade_pos_embed(PosEmbed: type, *, seed: int = 0, config: str = "small") -> None:
     cfg = CONFIGS[config]
-    ref = randomized(reference.PosEmbed(cfg), seed)
+    ref = with_random_weights(reference.PosEmbed(cfg), seed)
     learner = learner_module(PosEmbed, cfg, ref)
     generator = torch.Generator().manual_seed(seed)
     for description, batch, pos in sizes(cfg):
@@ -227,7 +215,8 @@ def grade_pos_embed(PosEmbed: type, *, seed: int = 0, config: str = "small") -> 
 # --------------------------------------------------------------------------- causal mask
 
 @CHAPTER.exercise(
-    "apply_causal_mask", points=1, reference=reference.apply_causal_mask, variants=VARIANTS,
+    "apply_causal_mask", points=1, reference=reference.apply_causal_mask,
+    forbidden=(course_model.apply_causal_mask,), variants=VARIANTS,
     hint="Set every score of a key after its query (key_pos > query_pos, above the diagonal: "
          "torch.triu(..., diagonal=1)) to float('-inf'), and return the result.",
 )
@@ -261,14 +250,14 @@ def grade_causal_mask(apply_causal_mask: Callable[[Tensor], Tensor], *, seed: in
 # --------------------------------------------------------------------------- attention
 
 @CHAPTER.exercise(
-    "Attention", points=3, reference=ReferenceAttention, variants=VARIANTS,
+    "Attention", points=3, reference=reference.Attention, forbidden=(course_model.Attention,), variants=VARIANTS,
     hint="q, k, v = x @ W + b per head; scores = q.k / sqrt(d_head); apply_causal_mask; softmax over "
          "the key axis (dim=-1); z = pattern-weighted sum of v; output = sum over heads of z @ W_O, plus b_O.",
 )
 @torch.no_grad()
 def grade_attention(Attention: type, *, seed: int = 0, config: str = "small") -> None:
     cfg = CONFIGS[config]
-    ref = randomized(reference.Attention(cfg), seed)
+    ref = with_random_weights(reference.Attention(cfg), seed)
     learner = learner_module(Attention, cfg, ref)
     generator = torch.Generator().manual_seed(seed)
     d_head = cfg.d_head
@@ -276,7 +265,7 @@ def grade_attention(Attention: type, *, seed: int = 0, config: str = "small") ->
     def reference_with(*edits: tuple[HookPoint, Callable[[Tensor], Tensor]]) -> Callable[[], Tensor]:
         def run() -> Tensor:
             with edited(*edits):
-                return ref(x, x, x)
+                return ref(x)
         return run
 
     scores = {}
@@ -289,7 +278,7 @@ def grade_attention(Attention: type, *, seed: int = 0, config: str = "small") ->
         x = torch.randn(batch, pos, cfg.d_model, generator=generator)
         changed_last = x.clone()
         changed_last[:, -1] = torch.randn(batch, cfg.d_model, generator=generator)
-        expected = ref(x, x, x)
+        expected = ref(x)
         compare_tensors(learner(x), expected, what=f"Attention output for {description}", mistakes=[
             (has_nan_or_inf,
              "your output contains NaN or inf. Is the mask applied to the scores before the softmax? "
@@ -314,13 +303,13 @@ def grade_attention(Attention: type, *, seed: int = 0, config: str = "small") ->
 # --------------------------------------------------------------------------- MLP
 
 @CHAPTER.exercise(
-    "MLP", points=1, reference=reference.MLP, variants=VARIANTS,
+    "MLP", points=1, reference=reference.MLP, forbidden=(course_model.MLP,), variants=VARIANTS,
     hint="x @ W_in + b_in, then GELU (F.gelu, the exact one), then @ W_out + b_out.",
 )
 @torch.no_grad()
 def grade_mlp(MLP: type, *, seed: int = 0, config: str = "small") -> None:
     cfg = CONFIGS[config]
-    ref = randomized(reference.MLP(cfg), seed)
+    ref = with_random_weights(reference.MLP(cfg), seed)
     learner = learner_module(MLP, cfg, ref)
     generator = torch.Generator().manual_seed(seed)
 
@@ -351,14 +340,15 @@ def grade_mlp(MLP: type, *, seed: int = 0, config: str = "small") -> None:
 # --------------------------------------------------------------------------- block
 
 @CHAPTER.exercise(
-    "TransformerBlock", points=2, reference=reference.TransformerBlock, variants=VARIANTS,
+    "TransformerBlock", points=2, reference=reference.TransformerBlock,
+    forbidden=(course_model.TransformerBlock,), variants=VARIANTS,
     hint="resid_mid = resid + attn(ln1(resid)); then (unless cfg.attn_only) resid_mid + mlp(ln2(resid_mid)).",
 )
 @torch.no_grad()
 def grade_block(TransformerBlock: type, *, seed: int = 0, config: str = "small") -> None:
     for cfg in (CONFIGS[config], dataclasses.replace(CONFIGS[config], d_mlp=None)):
         kind = "attention-only block (cfg.d_mlp=None)" if cfg.attn_only else "block"
-        ref = randomized(reference.TransformerBlock(cfg), seed)
+        ref = with_random_weights(reference.TransformerBlock(cfg), seed)
         learner = learner_module(TransformerBlock, cfg, ref)
         generator = torch.Generator().manual_seed(seed)
 
@@ -381,7 +371,7 @@ def grade_block(TransformerBlock: type, *, seed: int = 0, config: str = "small")
         for description, batch, pos in sizes(cfg):
             x = random_residual(generator, batch, pos, cfg.d_model)
             normalized = ref.ln1(x)
-            mid = x + ref.attn(normalized, normalized, normalized)
+            mid = x + ref.attn(normalized)
             mistakes = [] if cfg.attn_only else [
                 (looks_like(lambda: mid + ref.mlp(ref.ln2(x))),
                  "your MLP reads the block's input; it should read resid_mid, the stream after attention has written to it."),
@@ -393,13 +383,13 @@ def grade_block(TransformerBlock: type, *, seed: int = 0, config: str = "small")
 # --------------------------------------------------------------------------- unembed
 
 @CHAPTER.exercise(
-    "Unembed", points=1, reference=ReferenceUnembed, variants=VARIANTS,
+    "Unembed", points=1, reference=reference.Unembed, forbidden=(course_model.Unembed,), variants=VARIANTS,
     hint="logits = x @ W_U + b_U; no softmax: the loss function takes logits.",
 )
 @torch.no_grad()
 def grade_unembed(Unembed: type, *, seed: int = 0, config: str = "small") -> None:
     cfg = CONFIGS[config]
-    ref = randomized(ReferenceUnembed(cfg), seed)
+    ref = with_random_weights(reference.Unembed(cfg), seed)
     learner = learner_module(Unembed, cfg, ref)
     generator = torch.Generator().manual_seed(seed)
     for description, batch, pos in sizes(cfg):
@@ -415,7 +405,8 @@ def grade_unembed(Unembed: type, *, seed: int = 0, config: str = "small") -> Non
 # --------------------------------------------------------------------------- the whole model
 
 @CHAPTER.exercise(
-    "DemoTransformer", points=2, reference=reference.Transformer, variants=VARIANTS,
+    "DemoTransformer", points=2, reference=reference.DemoTransformer,
+    forbidden=(course_model.Transformer,), variants=VARIANTS,
     hint="resid = embed(tokens) + pos_embed(tokens); resid = block(resid) for each block; "
          "logits = unembed(ln_final(resid)). check() each piece first: this grader uses yours.",
 )
@@ -423,45 +414,36 @@ def grade_unembed(Unembed: type, *, seed: int = 0, config: str = "small") -> Non
 def grade_transformer(DemoTransformer: type, *, seed: int = 0, config: str = "small") -> None:
     for cfg in (CONFIGS[config], dataclasses.replace(CONFIGS[config], d_mlp=None)):
         kind = "attention-only model (cfg.d_mlp=None)" if cfg.attn_only else "model"
-        ref = randomized(reference.Transformer(cfg), seed)
+        ref = with_random_weights(reference.DemoTransformer(cfg), seed)
         learner = learner_module(DemoTransformer, cfg, ref)
         generator = torch.Generator().manual_seed(seed)
 
-        def reference_with(replace: dict[str, str]) -> Callable[[], Tensor]:
-            """The reference's logits when the value at each hook point `target` is replaced by
-            the value seen at the hook point `replace[target]`, earlier in the same run."""
+        def unembedded(resid: Tensor, *, ln_final: bool = True) -> Tensor:
+            return ref.unembed(ref.ln_final(resid) if ln_final else resid)
 
-            def run() -> Tensor:
-                seen = {}
+        def through_blocks(resid: Tensor) -> Tensor:
+            for block in ref.blocks:
+                resid = block(resid)
+            return resid
 
-                def record(value: Tensor, hook: HookPoint) -> None:
-                    seen[hook.name] = value
-
-                def substitute(value: Tensor, hook: HookPoint) -> Tensor:
-                    return seen[replace[hook.name]]
-
-                hooks = [(source, record) for source in set(replace.values())]
-                return ref.run_with_hooks(tokens, fwd_hooks=hooks + [(target, substitute) for target in replace])
-
-            return run
-
-        embedded, final = "blocks.0.hook_resid_pre", f"blocks.{cfg.n_layers - 1}.hook_resid_post"
+        # The mistakes are the reference's own pieces, put together the wrong way.
         for description, batch, pos in sizes(cfg):
             tokens = torch.randint(0, cfg.d_vocab, (batch, pos), generator=generator)
             changed_last = tokens.clone()
             changed_last[:, -1] = (tokens[:, -1] + 1) % cfg.d_vocab
+            embedded = ref.embed(tokens) + ref.pos_embed(tokens)
             expected = ref(tokens)
             compare_tensors(learner(tokens), expected, what=f"Logits of the {kind} for {description}", mistakes=[
                 (leaks_future(learner, tokens, changed_last),
                  "changing only the last token changed your logits at earlier positions: information flows "
                  "from the future. Does your Attention apply the causal mask?"),
-                (looks_like(reference_with({"ln_final.hook_normalized": final})),
+                (looks_like(lambda: unembedded(through_blocks(embedded), ln_final=False)),
                  "you forgot ln_final, the LayerNorm between the last block and the unembedding."),
-                (looks_like(lambda: ref.run_with_hooks(tokens, fwd_hooks=[("hook_pos_embed", lambda value, hook: 0 * value)])),
+                (looks_like(lambda: unembedded(through_blocks(ref.embed(tokens)))),
                  "you did not add the positional embedding to the token embedding."),
-                (looks_like(reference_with({final: embedded})),
+                (looks_like(lambda: unembedded(embedded)),
                  "your logits skip the blocks: is each block's output assigned back to resid?"),
-                (looks_like(reference_with({f"blocks.{i}.hook_resid_pre": embedded for i in range(1, cfg.n_layers)})),
+                (looks_like(lambda: unembedded(ref.blocks[-1](embedded))),
                  "each of your blocks reads the embeddings; each should read the previous block's output."),
                 (looks_like(lambda: expected.log_softmax(dim=-1)), "you returned log-probabilities; return the logits."),
             ])

@@ -16,18 +16,26 @@ from functools import cache
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import FactoredMatrix
 
 from graders.core import (
-    Chapter, GraderFailure, as_tensor, compare_circuits, compare_tensors, looks_like, read_circuit, role_words,
+    Chapter,
+    GraderFailure,
+    as_tensor,
+    circuit_where,
+    compare_circuits,
+    compare_tensors,
+    looks_like,
+    read_circuit,
+    role_words,
 )
+from graders.models import randomized, shipped
 from solutions import induction_heads as reference
-from toy_models import load_pretrained
 from toy_models.data import repeated_random_tokens
 from toy_models.model import Transformer, TransformerConfig, next_token_loss
-from toy_models.train import INDUCTION_BOS, INDUCTION_SEQ_LEN, induction_batch
+from toy_models.train import INDUCTION_SEQ_LEN, induction_batch
 
 CHAPTER = Chapter("02_induction_heads")
 
@@ -64,25 +72,6 @@ def as_matrix(actual: object, what: str) -> Tensor:
         return actual
     raise GraderFailure(f"{what}: expected a FactoredMatrix (or a tensor), got {type(actual).__name__}."
                         + (" Did you forget to `return` it?" if actual is None else ""))
-
-
-def randomized_model(seed: int) -> Transformer:
-    """RANDOM_CONFIG with weights large enough that heads differ from each other."""
-    torch.manual_seed(seed)
-    model = Transformer(RANDOM_CONFIG)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.split(".")[-1].startswith("W_"):
-                param.copy_(0.3 * torch.randn(param.shape, generator=generator))
-            elif name.split(".")[-1] == "w":  # LayerNorm scales far from 1, so that forgetting them shows
-                param.copy_(1 + 0.3 * torch.randn(param.shape, generator=generator))
-    return model.eval()
-
-
-@cache
-def shipped() -> Transformer:
-    return load_pretrained("induction-2l").eval()
 
 
 # --------------------------------------------------------------------------- detectors
@@ -281,10 +270,10 @@ def ablation_with(model: Transformer, tokens: Tensor, seq_len: int, kind: str, *
 @torch.no_grad()
 def grade_head_ablation_losses(head_ablation_losses: Callable, *, kind: str = "zero", seed: int = 0, model: str = "induction-2l") -> None:
     if model == "induction-2l":
-        net, seq_len = shipped(), INDUCTION_SEQ_LEN
+        net, seq_len = shipped("induction-2l"), INDUCTION_SEQ_LEN
         tokens = induction_batch(torch.Generator().manual_seed(seed + 7), 16, net.cfg.d_vocab)
     else:
-        net, seq_len = randomized_model(seed), 6
+        net, seq_len = randomized(RANDOM_CONFIG, seed), 6
         tokens = repeated_random_tokens(5, seq_len, RANDOM_CONFIG.d_vocab, n_repeats=2, bos_token=0,
                                         generator=torch.Generator().manual_seed(seed))
     expected = reference.head_ablation_losses(net, tokens, seq_len, kind)
@@ -346,10 +335,10 @@ def dla_with(model: Transformer, cache_: object, tokens: Tensor, *, centre: bool
 @torch.no_grad()
 def grade_direct_logit_attribution(direct_logit_attribution: Callable, *, seed: int = 0, model: str = "induction-2l") -> None:
     if model == "induction-2l":
-        net = shipped()
+        net = shipped("induction-2l")
         tokens = induction_batch(torch.Generator().manual_seed(seed + 3), 4, net.cfg.d_vocab)
     else:
-        net = randomized_model(seed)
+        net = randomized(RANDOM_CONFIG, seed)
         tokens = torch.randint(0, RANDOM_CONFIG.d_vocab, (3, 11), generator=torch.Generator().manual_seed(seed))
     _, cache_ = net.run_with_cache(tokens)
     expected = reference.direct_logit_attribution(net, cache_, tokens)
@@ -376,7 +365,7 @@ def grade_direct_logit_attribution(direct_logit_attribution: Callable, *, seed: 
 # --------------------------------------------------------------------------- OV circuit
 
 def ov_models(seed: int, model: str) -> Transformer:
-    return shipped() if model == "induction-2l" else randomized_model(seed)
+    return shipped("induction-2l") if model == "induction-2l" else randomized(RANDOM_CONFIG, seed)
 
 
 @CHAPTER.exercise(
@@ -499,21 +488,14 @@ def role_of(key: object) -> str | None:
 def reference_circuit() -> dict[str, frozenset[tuple[int, int]]]:
     """The shipped model's circuit, measured: heads whose previous-token score (on the start
     token and the first block) or induction score (on the repeat) is above ROLE_THRESHOLD."""
-    model = shipped()
+    model = shipped("induction-2l")
     tokens = induction_batch(torch.Generator().manual_seed(2024), 64, model.cfg.d_vocab)
     _, cache_ = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_pattern"))
     first_block = INDUCTION_SEQ_LEN + 1
-    circuit = {role: set() for role in ROLES}
-    for layer in range(model.cfg.n_layers):
-        pattern = cache_["pattern", layer]
-        previous = reference.previous_token_scores(pattern[:, :, :first_block, :first_block])
-        induction = reference.prefix_matching_scores(tokens, pattern)
-        for head in range(model.cfg.n_heads):
-            if previous[head] > ROLE_THRESHOLD:
-                circuit["previous_token"].add((layer, head))
-            if induction[head] > ROLE_THRESHOLD:
-                circuit["induction"].add((layer, head))
-    return {role: frozenset(heads) for role, heads in circuit.items()}
+    patterns = [cache_["pattern", layer] for layer in range(model.cfg.n_layers)]
+    previous = torch.stack([reference.previous_token_scores(p[:, :, :first_block, :first_block]) for p in patterns])
+    induction = torch.stack([reference.prefix_matching_scores(tokens, p) for p in patterns])
+    return circuit_where({"previous_token": previous > ROLE_THRESHOLD, "induction": induction > ROLE_THRESHOLD})
 
 
 @CHAPTER.exercise(

@@ -21,10 +21,18 @@ from torch import Tensor
 from transformer_lens import patching
 
 from graders.core import (
-    Chapter, GraderFailure, as_tensor, compare_circuits, compare_tensors, looks_like, read_circuit, role_words,
+    Chapter,
+    GraderFailure,
+    as_tensor,
+    circuit_where,
+    compare_circuits,
+    compare_tensors,
+    looks_like,
+    read_circuit,
+    role_words,
 )
+from graders.models import randomized, shipped
 from solutions import ioi as reference
-from toy_models import load_pretrained
 from toy_models.data import IOIPrompts, make_ioi_prompts
 from toy_models.model import Transformer, TransformerConfig
 
@@ -41,27 +49,8 @@ ABLATION_THRESHOLD = 0.8  # mean-ablating the head alone keeps less than this fr
 
 # --------------------------------------------------------------------------- helpers
 
-@cache
-def shipped() -> Transformer:
-    return load_pretrained("ioi-3l").requires_grad_(False).eval()
-
-
-def randomized_model(seed: int) -> Transformer:
-    """RANDOM_CONFIG with weights large enough that heads differ from each other."""
-    torch.manual_seed(seed)
-    model = Transformer(RANDOM_CONFIG)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.split(".")[-1].startswith("W_"):
-                param.copy_(0.3 * torch.randn(param.shape, generator=generator))
-            elif name.split(".")[-1] == "w":  # LayerNorm scales far from 1, so that forgetting them shows
-                param.copy_(1 + 0.3 * torch.randn(param.shape, generator=generator))
-    return model.requires_grad_(False).eval()
-
-
 def net_named(model: str, seed: int) -> Transformer:
-    return shipped() if model == "ioi-3l" else randomized_model(seed)
+    return shipped("ioi-3l") if model == "ioi-3l" else randomized(RANDOM_CONFIG, seed)
 
 
 def setup(model: str, seed: int, corruption: str, n_prompts: int = 16):
@@ -538,7 +527,7 @@ def circuit_measurements(n_prompts: int = 200, seed: int = 2024) -> dict[str, Te
     """The shipped model's heads, measured: attention from the last position to IO + S1 and to
     S2, the OV circuit's copying on names, and the logit difference kept when each head alone
     is mean-ablated (means over ABC prompts)."""
-    model = shipped()
+    model = shipped("ioi-3l")
     prompts = make_ioi_prompts(n_prompts, seed=seed)
     mean_tokens = prompts.corrupt("abc", seed=seed).tokens
     _, activations = model.run_with_cache(prompts.tokens, names_filter=lambda name: name.endswith("hook_pattern"))
@@ -568,14 +557,10 @@ def reference_circuit() -> dict[str, frozenset[tuple[int, int]]]:
       mean-ablating the head alone keeps less than ABLATION_THRESHOLD of the logit difference.
     """
     m = circuit_measurements()
-    circuit = {role: set() for role in ROLES}
-    for layer in range(m["copying"].shape[0]):
-        for head in range(m["copying"].shape[1]):
-            if m["attention_to_names"][layer, head] > ATTENTION_THRESHOLD and m["copying"][layer, head] > 0:
-                circuit["name_mover"].add((layer, head))
-            if m["attention_to_s2"][layer, head] > ATTENTION_THRESHOLD and m["kept_when_ablated"][layer, head] < ABLATION_THRESHOLD:
-                circuit["s_suppression"].add((layer, head))
-    return {role: frozenset(heads) for role, heads in circuit.items()}
+    return circuit_where({
+        "name_mover": (m["attention_to_names"] > ATTENTION_THRESHOLD) & (m["copying"] > 0),
+        "s_suppression": (m["attention_to_s2"] > ATTENTION_THRESHOLD) & (m["kept_when_ablated"] < ABLATION_THRESHOLD),
+    })
 
 
 @CHAPTER.exercise(

@@ -15,12 +15,11 @@ from functools import cache
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
 from torch import Tensor
 
 from graders.core import Chapter, GraderFailure, as_tensor, compare_tensors, looks_like
+from graders.models import shipped
 from solutions import superposition_saes as reference
-from toy_models import load_pretrained
 from toy_models.data import load_python_corpus, random_windows
 from toy_models.sae import SAEConfig, SparseAutoencoder, load_sae
 
@@ -57,11 +56,6 @@ def random_feature_acts(seed: int, shape: tuple[int, ...], p_active: float = 0.2
     generator = torch.Generator().manual_seed(seed)
     values = torch.rand(shape, generator=generator) * 3
     return torch.where(torch.rand(shape, generator=generator) < p_active, values, 0.0)
-
-
-@cache
-def shipped_model():
-    return load_pretrained("code-2l").eval()
 
 
 @cache
@@ -300,7 +294,7 @@ def grade_dead_and_dense_fractions(dead_and_dense_fractions, *, seed=0):
                        "replaced by zeros (model.run_with_hooks(tokens, return_type='loss', fwd_hooks=[(name, fn)])). "
                        "Then (zero - sae) / (zero - clean).")
 def grade_ce_loss_recovered(ce_loss_recovered, *, seed=0):
-    model = shipped_model()
+    model = shipped("code-2l")
     tokens = validation_tokens(seed)
     # The shipped SAE, damaged so that its score is well inside (0, 1).
     sae = load_sae()

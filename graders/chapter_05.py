@@ -19,8 +19,8 @@ from torch import Tensor
 
 from graders import chapter_01
 from graders.core import Chapter, GraderFailure, as_tensor, compare_tensors, looks_like
+from graders.models import shipped
 from solutions import honest_limits as reference
-from toy_models import load_pretrained
 from toy_models.data import ByteTokenizer, load_python_corpus, random_windows
 from toy_models.model import Transformer, TransformerConfig, next_token_loss
 from toy_models.sae import load_sae
@@ -30,11 +30,6 @@ SEEDS = ({}, {"seed": 1})
 
 #: The SAE the error-term grader uses: small, so the check is quick.
 GRADING_SAE = "code-2l-sae-64-k8"
-
-
-@cache
-def code_model() -> Transformer:
-    return load_pretrained("code-2l").eval()
 
 
 def random_model(seed: int, attn_only: bool) -> Transformer:
@@ -89,7 +84,7 @@ def error_term_inputs(seed: int):
                        "sae(acts) + (acts - sae(acts)); per-token losses next_token_loss(logits, tokens, "
                        "per_token=True); the first minus the second.")
 def grade_error_term_loss_effect(error_term_loss_effect, *, seed=0):
-    model = code_model()
+    model = shipped("code-2l")
     sae, tokens = error_term_inputs(seed)
     hook = sae.cfg.hook_name
     with torch.no_grad():
@@ -299,7 +294,7 @@ def component_index(component: str, n_layers: int, n_heads: int) -> tuple[int, i
 def measure_capstone(answer: dict) -> dict:
     """The logit differences of the pair and every component's share of the behaviour that
     noising it removes (1 - the normalised metric)."""
-    model, tokenizer = code_model(), ByteTokenizer()
+    model, tokenizer = shipped("code-2l"), ByteTokenizer()
     keys = ("clean", "corrupted", "answer", "wrong", "component")
     if not isinstance(answer, dict) or not set(keys) <= set(answer):
         raise GraderFailure(f"capstone_behaviour should return a dict with keys {keys}, got {answer!r}.")
@@ -348,7 +343,7 @@ def component_name(layer: int, column: int, n_heads: int) -> str:
 def grade_capstone_behaviour(capstone_behaviour):
     measured = measure_capstone(capstone_behaviour())
     effects, (layer, column) = measured["effects"], measured["component"]
-    n_heads = code_model().cfg.n_heads
+    n_heads = shipped("code-2l").cfg.n_heads
     best = effects.max().item()
     best_at = divmod(int(effects.argmax()), effects.shape[1])
     effect = effects[layer, column].item()

@@ -18,12 +18,15 @@ its grader by `LayerNorm.__name__`. Grading an object gives one of four verdicts
   of a freshly released notebook do;
 * ERROR: the learner's code raised anything else; reported as the exception and the
   learner's line that raised it, without a traceback through torch and the grader.
+
+The verdicts (`mi_course.runtime.verdicts`) are shared with the sandboxed learner's
+process; the `Result` that holds one is in `graders.results`, and `graders.reporting`
+turns results into text.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import importlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,12 +37,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mi_course.learner_code import describe_error, stub_name
+from graders.reporting import summary
+from graders.results import Result
+from mi_course.runtime.learner_code import describe_error, stub_name
+from mi_course.runtime.verdicts import LearnerCodeFailed, Verdict, not_attempted_message
 
 __all__ = [
-    "Chapter", "Exercise", "GraderFailure", "LearnerCodeFailed", "ExerciseNotPassed", "Verdict", "Result",
+    "Chapter", "Exercise", "GraderFailure", "ExerciseNotPassed",
     "as_tensor", "compare_tensors", "looks_like", "load_reference_weights", "load_chapter", "parse_head",
-    "role_words", "read_circuit", "compare_circuits",
+    "role_words", "read_circuit", "circuit_where", "compare_circuits",
     "make_check", "CHAPTERS",
 ]
 
@@ -64,44 +70,8 @@ class GraderFailure(Exception):
     """The learner's code ran but gave a wrong answer; the message teaches why."""
 
 
-class LearnerCodeFailed(Exception):
-    """The learner's code, run elsewhere (in a sandbox), did not give an answer: it raised,
-    was a stub, or broke a limit. Carries the verdict and the message to report."""
-
-    def __init__(self, verdict: "Verdict", message: str):
-        super().__init__(message)
-        self.verdict, self.message = verdict, message
-
-
 class ExerciseNotPassed(AssertionError):
     """Raised by `check` under nbgrader, so that the graded cell scores zero."""
-
-
-class Verdict(enum.Enum):
-    PASS = "pass"
-    FAIL = "fail"
-    NOT_ATTEMPTED = "not attempted"
-    ERROR = "error"
-
-
-@dataclass(frozen=True)
-class Result:
-    exercise: str
-    verdict: Verdict
-    points: float  # awarded
-    max_points: float
-    message: str = ""  # empty on PASS
-    hint: str = ""
-
-    def summary(self) -> str:
-        """A one-line verdict, then (unless it passed) the details and the hint."""
-        head = f"{self.verdict.value.upper()}: {self.exercise} ({self.points:g}/{self.max_points:g} points)"
-        if self.verdict is Verdict.PASS:
-            return head
-        lines = [head, *("    " + line for line in self.message.splitlines())]
-        if self.hint:
-            lines.append(f"    Hint: {self.hint}")
-        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -111,7 +81,9 @@ class Exercise:
     `variants` are the keyword arguments to grade with: the first is what the learner's
     `check(obj)` runs, the others are the notebook's hidden tests (other seeds, other model
     shapes). `reference` is the course's own solution, in the learner's interface: the
-    graders are tested by grading it.
+    graders are tested by grading it. `forbidden` are its equivalents that a notebook can
+    import (in `toy_models`): graded code that is, inherits from, wraps or calls one earns
+    nothing in `mi-course grade`.
     """
 
     name: str
@@ -120,6 +92,13 @@ class Exercise:
     hint: str
     reference: Any
     variants: tuple[Mapping[str, Any], ...] = ({},)
+    forbidden: tuple[Any, ...] = ()
+
+    @property
+    def grade_ids(self) -> tuple[str, str]:
+        """The nbgrader ids of its cells in the chapter's notebook: the learner's solution, then
+        the graded test that checks it."""
+        return self.name, f"check_{self.name}"
 
     def run(self, obj: Any, variants: Sequence[Mapping[str, Any]] | None = None) -> Result:
         """Grade `obj` under each variant (all of them by default); the first verdict that
@@ -145,13 +124,14 @@ class Chapter:
         hint: str,
         reference: Any,
         variants: tuple[Mapping[str, Any], ...] = ({},),
+        forbidden: tuple[Any, ...] = (),
     ) -> Callable[[Callable[..., None]], Callable[..., None]]:
         """Decorator: register the decorated function as the grader of exercise `name`."""
 
         def register(grade: Callable[..., None]) -> Callable[..., None]:
             if name in self.exercises:
                 raise ValueError(f"exercise {name!r} is registered twice in chapter {self.name}")
-            self.exercises[name] = Exercise(name, points, grade, hint, reference, variants)
+            self.exercises[name] = Exercise(name, points, grade, hint, reference, variants, forbidden)
             return grade
 
         return register
@@ -226,10 +206,6 @@ def _verdict(grade: Callable[..., None], obj: Any, variant: Mapping[str, Any]) -
     except Exception as error:  # noqa: BLE001 - any exception from learner code is reported, not raised
         return Verdict.ERROR, describe_error(error)
     return Verdict.PASS, ""
-
-
-def not_attempted_message(stub: str) -> str:
-    return f"`{stub}` still raises NotImplementedError: replace the stub with your code."
 
 
 # --------------------------------------------------------------------------- comparisons
@@ -362,6 +338,12 @@ def read_circuit(answer: object, *, what: str, role_of: Callable[[object], str |
     return given
 
 
+def circuit_where(roles: Mapping[str, Tensor]) -> dict[str, frozenset[Head]]:
+    """A circuit measured on a model: for each role, the heads where its mask holds. A mask is
+    (n_layers, n_heads), the heads' scores compared with the role's thresholds."""
+    return {role: frozenset((layer, head) for layer, head in mask.nonzero().tolist()) for role, mask in roles.items()}
+
+
 def compare_circuits(expected: Mapping[str, set[Head] | frozenset[Head]], given: Mapping[str, set[Head]], *,
                      model: str, explain: Callable[[str, set[Head], set[Head]], str]) -> None:
     """Raise `GraderFailure` unless `given` has exactly the heads of `expected` in each role;
@@ -429,17 +411,17 @@ def make_check(chapter: str) -> Callable[..., None]:
         name = getattr(obj, "__name__", None)
         exercise = graded_chapter.exercises.get(name)
         if name is None:
-            summary = (f"ERROR: check() takes the class or function you wrote, as in check(LayerNorm); "
-                       f"got an object of type {type(obj).__name__}.")
+            text = (f"ERROR: check() takes the class or function you wrote, as in check(LayerNorm); "
+                    f"got an object of type {type(obj).__name__}.")
             result = None
         elif exercise is None:
-            summary = f"ERROR: no exercise is called {name!r}. Exercises: {', '.join(graded_chapter.exercises)}."
+            text = f"ERROR: no exercise is called {name!r}. Exercises: {', '.join(graded_chapter.exercises)}."
             result = None
         else:
             result = exercise.run(obj, [variant] if variant else exercise.variants[:1])
-            summary = result.summary()
-        print(summary)
+            text = summary(result)
+        print(text)
         if os.environ.get("NBGRADER_EXECUTION") and (result is None or result.verdict is not Verdict.PASS):
-            raise ExerciseNotPassed(summary)
+            raise ExerciseNotPassed(text)
 
     return check

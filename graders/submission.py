@@ -18,7 +18,7 @@ import nbformat
 import torch
 
 from graders.core import CHAPTERS
-from mi_course.learner_code import new_namespace, run_cell
+from mi_course.runtime.learner_code import new_namespace, run_cell
 
 __all__ = ["SKIP_TAG", "CellError", "Submission", "chapter_of", "cells_to_run", "load_submission"]
 

@@ -6,8 +6,9 @@ one, every grader grades the course's own reference.
 
 import pytest
 
-from graders import Submission, Verdict, load_chapter
-from graders.core import CHAPTERS
+from graders import CHAPTERS, Submission, load_chapter
+from graders.reporting import summary
+from mi_course.runtime.verdicts import Verdict
 
 EXERCISES = [(chapter, name) for chapter in CHAPTERS for name in load_chapter(chapter).exercises]
 
@@ -23,4 +24,4 @@ def test_exercise(chapter_name: str, name: str, submission: Submission | None) -
     else:
         result = chapter.grade(name, submission.namespace)
     if result.verdict is not Verdict.PASS:
-        pytest.fail(result.summary(), pytrace=False)
+        pytest.fail(summary(result), pytrace=False)

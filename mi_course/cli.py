@@ -2,16 +2,11 @@
 
 import argparse
 import os
-import runpy
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-COURSE_DIR = REPO_ROOT / "course"
-SOLUTIONS_DIR = REPO_ROOT / "solutions"
-
+from mi_course.runtime.paths import COURSE_DIR, REPO_ROOT, SOLUTIONS_DIR
 
 # nbgrader installs instructor tools into every Jupyter server; a learner needs none of
 # them, and the formgrader logs an alarming error when started outside a course folder.
@@ -55,7 +50,7 @@ def grade(args: argparse.Namespace) -> int:
         grade_class,
         resolve_chapter,
     )
-    from mi_course.sandbox import Limits, detect_containment
+    from mi_course.runtime.containment import Limits, detect_containment
 
     chapter = resolve_chapter(args.chapter)
     submissions = find_submissions(args.submissions, chapter)
@@ -80,39 +75,19 @@ def grade(args: argparse.Namespace) -> int:
     return 0
 
 
-def built_chapters() -> dict[Path, str]:
-    """Each chapter's source notebook as its builder script (solutions/<chapter>.py)
-    writes it now: {notebook path: text}."""
-    from mi_course.notebook_builder import write
-
-    built = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for script in sorted(SOLUTIONS_DIR.glob("[0-9][0-9]_*.py")):  # builders; the rest is reference code
-            builder = runpy.run_path(str(script))
-            built[builder["NOTEBOOK"]] = write(builder["chapter"](), Path(tmp) / script.name).read_text(encoding="utf-8")
-    return built
-
-
 def release(args: argparse.Namespace) -> int:
-    """Rebuild solutions/*.ipynb from their builder scripts, then course/ from solutions/
-    through nbgrader; with --check, only report what is out of date."""
-    from mi_course import release as nbgrader_release
+    """Rebuild solutions/*.ipynb from the chapter sources beside them, then course/ from
+    those through nbgrader; with --check, only report what is out of date."""
+    from mi_course.release import release_chapters, stale_chapters
 
-    built = built_chapters()
     if args.check:
-        stale = [path for path, text in built.items() if not path.exists() or path.read_text(encoding="utf-8") != text]
-        if not stale:  # a fresh release is only meaningful from up-to-date sources
-            stale = [COURSE_DIR / name for name in nbgrader_release.is_stale(SOLUTIONS_DIR, COURSE_DIR)]
+        stale = stale_chapters(SOLUTIONS_DIR, COURSE_DIR)
         for path in stale:
             print(f"stale: {path.relative_to(REPO_ROOT)}")
         if stale:
             print("run: mi-course release", file=sys.stderr)
         return 1 if stale else 0
-    for path, text in built.items():
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
-            path.write_text(text, encoding="utf-8")
-        print(path.relative_to(REPO_ROOT))
-    for path in nbgrader_release.release(SOLUTIONS_DIR, COURSE_DIR):
+    for path in release_chapters(SOLUTIONS_DIR, COURSE_DIR):
         print(path.relative_to(REPO_ROOT))
     return 0
 
@@ -171,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     grade_parser.set_defaults(run=grade)
 
     release_parser = commands.add_parser(
-        "release", help="rebuild solutions/*.ipynb from their scripts, then the student notebooks in course/"
+        "release", help="rebuild solutions/*.ipynb from the chapter sources, then the student notebooks in course/"
     )
     release_parser.add_argument("--check", action="store_true", help="only report stale notebooks; exit 1 if any")
     release_parser.set_defaults(run=release)

@@ -7,10 +7,10 @@ SUBMISSIONS is a folder of notebooks (`alice.ipynb`, ...), or nbgrader's
 
 1. reads the notebook as data and checks it (valid JSON and notebook format, this
    chapter, a Python kernel, graded cells present once each), without running it;
-2. runs its code in a sandbox (`mi_course.remote`, `mi_course.sandbox`), and grades each
-   exercise with the chapter's graders *in the grader's process*, calling the learner's
-   objects through proxies: nothing the learner's code prints, writes or returns is taken
-   as a verdict, only as an answer to compare with the reference;
+2. runs its code in a sandbox (`mi_course.runtime`), and grades each exercise with the
+   chapter's graders *in the grader's process*, calling the learner's objects through
+   proxies: nothing the learner's code prints, writes or returns is taken as a verdict,
+   only as an answer to compare with the reference;
 3. writes the student's results atomically to `<out>-results/<student>.json`, and a
    feedback file `<out>-feedback/<student>.md`.
 
@@ -26,7 +26,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import secrets
 import stat
 import string
@@ -36,22 +35,24 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
 import nbformat
 from nbformat.reader import NotJSONError
 
-from graders.core import CHAPTERS, Chapter, LearnerCodeFailed, Result, Verdict, load_chapter
+from graders.core import CHAPTERS, Chapter, load_chapter
+from graders.reporting import feedback
+from graders.results import Result, StudentGrade
 from graders.submission import cells_to_run, chapter_of
-from mi_course.remote import Sandbox, Zygote
-from mi_course.sandbox import VISIBLE_PACKAGES, Containment, Limits, detect_containment
+from mi_course.runtime.containment import VISIBLE_PACKAGES, Containment, Limits, detect_containment
+from mi_course.runtime.paths import package_dirs
+from mi_course.runtime.remote import LearnerNotebook, Zygote
+from mi_course.runtime.verdicts import LearnerCodeFailed, Verdict
 
-__all__ = ["StudentFile", "StudentGrade", "find_submissions", "grade_class", "resolve_chapter"]
+__all__ = ["StudentFile", "find_submissions", "grade_class", "resolve_chapter"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-COURSE_DIR = REPO_ROOT / "course"
 MAX_NOTEBOOK_BYTES = 20 * 2**20
 #: As root, each student's code runs as a user id of its own, drawn from this range.
 SANDBOX_UID_BASE, SANDBOX_UIDS = 0x70000000, 2**24
@@ -61,31 +62,12 @@ CODE_PACKAGES = ("graders", "solutions", "toy_models", "mi_course")
 MAX_STUDENT_ID = 100
 #: The bytes a student id keeps as they are; any other, and a leading `.`, `-` or `@`, becomes %XX.
 _ID_BYTES = frozenset((string.ascii_letters + string.digits + "_-.@").encode())
-#: The learner writes the messages of the feedback: each is cut to this many characters, the file to this many bytes.
-MAX_MESSAGE_CHARS = 4000
-MAX_FEEDBACK_BYTES = 64 * 2**10
 
 
 @dataclass(frozen=True)
 class StudentFile:
     student: str
     path: Path
-
-
-@dataclass
-class StudentGrade:
-    student: str
-    chapter: str
-    score: float
-    max_score: float
-    results: list[dict]  # Result fields, verdict as its value
-    problems: list[str] = field(default_factory=list)  # about the notebook itself
-    cell_errors: list[list] = field(default_factory=list)  # [cell index, error]
-    events: list[str] = field(default_factory=list)  # containment events
-    sandbox: str = ""  # "isolated" or "limits only"
-    containment: str = ""  # what that meant, in words
-    fingerprint: str = ""  # notebook + graders + limits: results are reused while it holds
-    seconds: float = 0.0
 
 
 def resolve_chapter(name: str) -> str:
@@ -177,7 +159,8 @@ def read_notebook(path: Path, chapter: str) -> tuple[nbformat.NotebookNode | Non
         return None, [f"The notebook's kernel is {language!r}, not Python: the course's notebooks run in a Python kernel."]
     problems = []
     found_ids = Counter(cell.metadata.get("nbgrader", {}).get("grade_id") for cell in notebook.cells)
-    for grade_id in _released_grade_ids(chapter):
+    graded_cells = [grade_id for exercise in load_chapter(chapter).exercises.values() for grade_id in exercise.grade_ids]
+    for grade_id in graded_cells:
         if found_ids[grade_id] == 0:
             problems.append(f"The graded cell `{grade_id}` is missing from the notebook (deleted?); "
                             "its exercise is graded from whatever the rest of the notebook defines.")
@@ -185,12 +168,6 @@ def read_notebook(path: Path, chapter: str) -> tuple[nbformat.NotebookNode | Non
             problems.append(f"The graded cell `{grade_id}` appears {found_ids[grade_id]} times (duplicated?); "
                             "the last definition run is the one graded.")
     return notebook, problems
-
-
-def _released_grade_ids(chapter: str) -> list[str]:
-    released = nbformat.read(COURSE_DIR / f"{chapter}.ipynb", as_version=4)
-    return [cell.metadata["nbgrader"]["grade_id"] for cell in released.cells
-            if cell.metadata.get("nbgrader", {}).get("grade_id")]
 
 
 def grade_student(submission: StudentFile, chapter_name: str, limits: Limits, containment: Containment,
@@ -201,26 +178,24 @@ def grade_student(submission: StudentFile, chapter_name: str, limits: Limits, co
                          sandbox=containment.name, containment=containment.describe())
     notebook, grade.problems = read_notebook(submission.path, chapter_name)
     if notebook is None:
-        grade.results = [asdict_result(Result(name, Verdict.ERROR, 0, exercise.points, grade.problems[0], exercise.hint))
+        grade.results = [Result(name, Verdict.ERROR, 0, exercise.points, grade.problems[0], exercise.hint)
                          for name, exercise in chapter.exercises.items()]
         return grade
-    sandbox = Sandbox(zygote_address, cells_to_run(notebook), limits, containment, hidden=hidden,
-                      uid=learner_uid(), references=course_references(chapter))
-    results = []
+    learner = LearnerNotebook(zygote_address, cells_to_run(notebook), limits, containment, hidden=hidden,
+                              uid=learner_uid(), references=course_references(chapter))
     try:
         for name, exercise in chapter.exercises.items():
             try:
-                with sandbox.exercise(name) as obj:
+                with learner.exercise(name) as obj:
                     result = chapter.missing(name) if obj is None else exercise.run(obj)
             except LearnerCodeFailed as failed:  # the notebook, or the exercise process, did not even start
                 result = Result(name, failed.verdict, 0, exercise.points, failed.message, exercise.hint)
-            results.append(result)
+            grade.results.append(result)
     finally:
-        sandbox.stop()
-    grade.results = [asdict_result(result) for result in results]
-    grade.score = sum(result.points for result in results)
-    grade.cell_errors = [list(error) for error in sandbox.cell_errors]
-    grade.events = sandbox.events
+        learner.stop()
+    grade.score = sum(result.points for result in grade.results)
+    grade.cell_errors = learner.cell_errors
+    grade.events = learner.events
     grade.seconds = round(time.monotonic() - started, 2)
     return grade
 
@@ -232,12 +207,12 @@ def learner_uid() -> int | None:
 
 
 def course_references(chapter: Chapter) -> list[str]:
-    """The chapter's references that a notebook can import ("module:qualname"): what a
-    graded object must not be, inherit from, wrap or call. (The others, in `solutions`,
-    are not in the sandbox at all.)"""
+    """The chapter's references, and their equivalents that its graders declare `forbidden`,
+    that a notebook can import ("module:qualname"): what a graded object must not be,
+    inherit from, wrap or call. (The references in `solutions` are not in the sandbox at all.)"""
     found = []
     for exercise in chapter.exercises.values():
-        for obj in getattr(exercise.reference, "__mro__", [exercise.reference]):
+        for obj in (*getattr(exercise.reference, "__mro__", [exercise.reference]), *exercise.forbidden):
             name = f"{obj.__module__}:{obj.__qualname__}"
             if obj.__module__.split(".")[0] in VISIBLE_PACKAGES and name not in found:
                 found.append(name)
@@ -250,31 +225,27 @@ def _failed_grade(submission: StudentFile, chapter_name: str, containment: Conta
     message = (f"The grader could not grade this notebook ({type(error).__name__}: {str(error)[:300]}). "
                "Please tell your instructor.")
     return StudentGrade(submission.student, chapter_name, 0.0, chapter.max_points,
-                        [asdict_result(Result(name, Verdict.ERROR, 0, exercise.points, message, exercise.hint))
+                        [Result(name, Verdict.ERROR, 0, exercise.points, message, exercise.hint)
                          for name, exercise in chapter.exercises.items()],
                         sandbox=containment.name, containment=containment.describe())
-
-
-def asdict_result(result: Result) -> dict:
-    return {**asdict(result), "verdict": result.verdict.value}
 
 
 # --------------------------------------------------------------------------- the class
 
 def grading_code_digest() -> str:
     """The course's code, which a grade depends on: graders, references, models, this grader;
-    every file of theirs, since a retrained checkpoint or a data file changes grades as code does."""
-    files = sorted(path.relative_to(REPO_ROOT).as_posix() for package in CODE_PACKAGES
-                   for path in (REPO_ROOT / package).rglob("*")
+    every file of theirs, since a retrained checkpoint or a data file changes grades as code does.
+    The packages are found where Python imports them from, a checkout or an installation."""
+    files = sorted((f"{package}/{path.relative_to(folder).as_posix()}", path) for package in CODE_PACKAGES
+                   for folder in package_dirs(package) for path in folder.rglob("*")
                    if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc")
-    return _digest(part for name in files for part in (name.encode(), (REPO_ROOT / name).read_bytes()))
+    return _digest(part for name, path in files for part in (name.encode(), path.read_bytes()))
 
 
 def fingerprint(path: Path, chapter: str, code_digest: str, limits: Limits, containment_name: str) -> str:
-    """What a student's results depend on: their notebook, the chapter and its released notebook
-    (which says what the graded cells are), the course's code, the limits, and the sandbox."""
-    released = COURSE_DIR / f"{chapter}.ipynb"
-    return _digest([path.read_bytes(), chapter.encode(), released.read_bytes(), code_digest.encode(),
+    """What a student's results depend on: their notebook, the chapter, the course's code (whose
+    graders say what the graded cells are), the limits, and the sandbox."""
+    return _digest([path.read_bytes(), chapter.encode(), code_digest.encode(),
                     json.dumps(asdict(limits), sort_keys=True).encode(), containment_name.encode()])
 
 
@@ -312,50 +283,25 @@ def _grade_and_save(submission: StudentFile, chapter: str, limits: Limits, conta
               file=sys.stderr)
         grade = _failed_grade(submission, chapter, containment, error)
     grade.fingerprint = key
-    _write_atomically(results_dir / f"{submission.student}.json", json.dumps(asdict(grade), indent=1))
+    _write_atomically(results_dir / f"{submission.student}.json", json.dumps(grade.to_json(), indent=1))
     return grade
 
 
 def _saved(results_dir: Path, student: str, key: str, chapter: str) -> StudentGrade | None:
     """The student's saved results, if they still hold: written for this student and chapter, from
     the same notebook, code, limits and sandbox (`key`, their fingerprint). Anything else found
-    there (a link, a file that is not a StudentGrade as `_grade_and_save` writes it) is ignored, and
-    the student graded again."""
+    there (a link, a file that is not a StudentGrade as `StudentGrade.to_json` writes it) is ignored,
+    and the student graded again."""
     try:
         # O_NONBLOCK: opening a FIFO planted there would otherwise wait forever
         descriptor = os.open(results_dir / f"{student}.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         with open(descriptor, encoding="utf-8") as file:
             data = json.load(file) if stat.S_ISREG(os.fstat(descriptor).st_mode) else None
-    except (OSError, ValueError, RecursionError):  # ValueError: not UTF-8, or not JSON; RecursionError: nested deep
+        grade = StudentGrade.from_json(data)
+    # ValueError: not UTF-8, not JSON, or not a saved grade; RecursionError: nested deep
+    except (OSError, ValueError, RecursionError):
         return None
-    if not _is_saved_grade(data) or (data["fingerprint"], data["student"], data["chapter"]) != (key, student, chapter):
-        return None
-    return StudentGrade(**data)
-
-
-_NUMBER = (int, float)
-#: Each field of a saved StudentGrade, with its type as JSON gives it back.
-_GRADE_FIELDS = {"student": str, "chapter": str, "score": _NUMBER, "max_score": _NUMBER, "results": list,
-                 "problems": list, "cell_errors": list, "events": list, "sandbox": str, "containment": str,
-                 "fingerprint": str, "seconds": _NUMBER}
-_RESULT_FIELDS = {"exercise": str, "verdict": str, "points": _NUMBER, "max_points": _NUMBER, "message": str,
-                  "hint": str}
-
-
-def _is_saved_grade(data: object) -> bool:
-    """Whether `data`, read from a results file, is a StudentGrade as `_grade_and_save` writes it:
-    what `feedback` and `write_gradebook` then read cannot fail on a wrong type."""
-    return (_has_fields(data, _GRADE_FIELDS)
-            and all(_has_fields(result, _RESULT_FIELDS) and result["verdict"] in {v.value for v in Verdict}
-                    for result in data["results"])
-            and all(isinstance(text, str) for text in [*data["problems"], *data["events"]])
-            and all(isinstance(error, list) and len(error) == 2 and type(error[0]) is int and isinstance(error[1], str)
-                    for error in data["cell_errors"]))
-
-
-def _has_fields(data: object, fields: dict[str, type | tuple[type, ...]]) -> bool:
-    return (isinstance(data, dict) and data.keys() == fields.keys()
-            and all(isinstance(data[name], kind) for name, kind in fields.items()))
+    return grade if (grade.fingerprint, grade.student, grade.chapter) == (key, student, chapter) else None
 
 
 def grade_class(submissions: Iterable[StudentFile], chapter: str, out: Path, *, limits: Limits = Limits(),
@@ -434,7 +380,7 @@ def write_gradebook(out: Path, grades: list[StudentGrade], chapter: str) -> None
     exercises = list(load_chapter(chapter).exercises)
     rows = [["student", "score", "max_score", *exercises, "problems", "sandbox"]]
     for grade in grades:
-        points = {result["exercise"]: result["points"] for result in grade.results}
+        points = {result.exercise: result.points for result in grade.results}
         notes = [*grade.problems, *(f"cell {i}: {e}" for i, e in grade.cell_errors), *grade.events]
         rows.append([grade.student, f"{grade.score:g}", f"{grade.max_score:g}",
                      *(f"{points.get(name, 0):g}" for name in exercises), " | ".join(notes)[:2000], grade.sandbox])
@@ -444,78 +390,3 @@ def write_gradebook(out: Path, grades: list[StudentGrade], chapter: str) -> None
     text = io.StringIO()
     csv.writer(text).writerows(rows)
     _write_atomically(out, text.getvalue())
-
-
-def feedback(grade: StudentGrade) -> str:
-    """A student's feedback, as Markdown. Much of its text comes from the learner's code (error
-    messages, names), so every text is escaped (`_escape_inline`), fenced (`_fenced`) or a code
-    span (`_code`): none can write Markdown of its own, such as a points line, a table row or a
-    heading."""
-    text = _escape_inline
-    blocks = [f"# Feedback: {text(grade.chapter)}",
-              f"**{text(grade.student)}**: {grade.score:g} / {grade.max_score:g} points"]
-    # one block per item: a notebook of many failing cells makes a long list, which the cut may shorten
-    if grade.problems:
-        blocks += ["## About the notebook", *(f"- {text(problem)}" for problem in grade.problems)]
-    if grade.cell_errors:
-        blocks += ["## Cells that raised an error when the notebook was run",
-                   *(f"- cell {index}: {text(error)}" for index, error in grade.cell_errors)]
-    blocks += ["## Exercises", "\n".join([
-        "| exercise | points | verdict |", "|---|---|---|",
-        *(f"| {_code(r['exercise'])} | {r['points']:g} / {r['max_points']:g} | {text(r['verdict'])} |"
-          for r in grade.results)])]
-    for result in grade.results:
-        if result["verdict"] != Verdict.PASS.value:
-            blocks.append(f"### {_code(result['exercise'])}: {text(result['verdict'])}")
-            blocks += [_fenced(result["message"])] if result["message"] else []
-            blocks += [f"Hint: {text(result['hint'])}"] if result["hint"] else []
-    if grade.events:
-        blocks += ["## Stopped by the sandbox", *(f"- {text(event)}" for event in grade.events)]
-    blocks.append(f"_Graded in a sandbox ({text(grade.containment)})._")
-    return _within(blocks, MAX_FEEDBACK_BYTES)
-
-
-#: The characters that can start Markdown (emphasis, code, links, HTML, entities, headings, lists, table
-#: cells, strikethrough), each of which a backslash makes literal (CommonMark).
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~&])")
-
-
-def _escape_inline(text: str) -> str:
-    """`text` as Markdown that shows as it is and writes no markup: on one line (a line of its own
-    could start a heading, a list or a table row), with every character of Markdown's escaped."""
-    return _MARKDOWN.sub(r"\\\1", " ".join(_cut(text).split()))
-
-
-def _code(name: str) -> str:
-    """`name` as a code span, shown as it is: on one line, between runs of backticks longer than any
-    in it, and with `|` escaped, which a table cell needs even in a code span (GFM)."""
-    name = " ".join(_cut(name).split()).replace("|", "\\|")
-    ticks = "`" * (1 + max(map(len, re.findall("`+", name)), default=0))
-    # a space pads a name that starts or ends with a backtick, which would join the fence; one is taken off each side
-    return f"{ticks} {name} {ticks}" if name.startswith("`") or name.endswith("`") else f"{ticks}{name}{ticks}"
-
-
-def _fenced(text: str) -> str:
-    """`text` as a code block, shown as it is: only a run of at least as many backticks as its
-    fence could close it (CommonMark), and the fence is longer than any run in the text."""
-    text = _cut(text)
-    fence = "`" * max(3, 1 + max(map(len, re.findall("`+", text)), default=0))
-    return f"{fence}\n{text}\n{fence}"
-
-
-def _cut(text: str) -> str:
-    if len(text) <= MAX_MESSAGE_CHARS:
-        return text
-    return f"{text[:MAX_MESSAGE_CHARS]} [... cut: {len(text) - MAX_MESSAGE_CHARS} more characters]"
-
-
-def _within(blocks: list[str], limit: int) -> str:
-    """The blocks as one Markdown text of at most `limit` bytes: those that fit, then a note if any
-    did not. Only whole blocks are kept, so the cut never leaves a code fence open."""
-    note = f"_The rest of this feedback was cut: it was over {limit // 2**10} kB._"
-    size = len(note.encode()) + 1  # room for the note (and the last newline), whether it is needed or not
-    for kept, block in enumerate(blocks):
-        size += len(block.encode()) + 2
-        if size > limit:
-            return "\n\n".join([*blocks[:kept], note]) + "\n"
-    return "\n\n".join(blocks) + "\n"

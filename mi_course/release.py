@@ -1,4 +1,8 @@
-"""Turn the nbgrader source notebooks in ``solutions/`` into student notebooks.
+"""Build the chapters' nbgrader source notebooks, and turn them into student notebooks.
+
+:func:`release_chapters` builds ``solutions/<chapter>.ipynb`` from each chapter's source
+``solutions/<chapter>.py`` (:mod:`mi_course.notebook_builder`), then releases them all
+into ``course/``; :func:`stale_chapters` says which of either is out of date.
 
 nbgrader wants one folder per assignment (``source/<assignment>/<nb>.ipynb``)
 while this course keeps its chapters flat (``solutions/<chapter>.ipynb``).  So:
@@ -17,10 +21,10 @@ random ids), so releasing twice gives byte-identical files, and the committed
 ``course/`` notebooks are exactly what ``nbgrader generate_assignment`` puts in
 ``<nbgrader root>/release/``.
 
-Command line (from the repository root)::
+Command line (from the repository root), the same as ``mi-course release``::
 
-    python -m mi_course.release                   # solutions/ -> course/
-    python -m mi_course.release --check           # exit 1 if course/ is stale
+    python -m mi_course.release                   # chapter sources -> solutions/*.ipynb -> course/
+    python -m mi_course.release --check           # exit 1 if any of them is stale
     python -m mi_course.release --stage instructor  # solutions/ -> instructor/source/
 """
 
@@ -36,8 +40,10 @@ from pathlib import Path
 
 from traitlets.config import Config
 
+from mi_course.notebook_builder import build_all
+
 __all__ = ["CODE_STUB", "TEXT_STUB", "nbgrader_config", "stage_source", "render",
-           "release", "is_stale", "main"]
+           "release", "is_stale", "release_chapters", "stale_chapters", "main"]
 
 #: Replaces each ``### BEGIN SOLUTION`` ... ``### END SOLUTION`` region.
 CODE_STUB = ('# YOUR CODE HERE\n'
@@ -162,6 +168,30 @@ def is_stale(solutions_dir: str | PathLike, course_dir: str | PathLike) -> list[
     return sorted(stale)
 
 
+def release_chapters(solutions_dir: str | PathLike, course_dir: str | PathLike) -> list[Path]:
+    """Build every chapter's source notebook from its source, then release them all;
+    rewrite only the files whose content changed. Returns the paths of both."""
+    built = build_all(solutions_dir)
+    for path, text in built.items():
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+    return [*built, *release(solutions_dir, course_dir)]
+
+
+def stale_chapters(solutions_dir: str | PathLike, course_dir: str | PathLike) -> list[Path]:
+    """The source notebooks that differ from what their chapter sources build now, and the
+    student notebooks that differ from a release of those fresh builds (see :func:`is_stale`)."""
+    built = build_all(solutions_dir)
+    stale = [path for path, text in built.items() if not path.exists() or path.read_text(encoding="utf-8") != text]
+    with tempfile.TemporaryDirectory(prefix="mi_course_build_") as fresh:
+        for path in _chapters(Path(solutions_dir)):  # a notebook without a source is released as it is
+            (Path(fresh) / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+        for path, text in built.items():
+            (Path(fresh) / path.name).write_text(text, encoding="utf-8")
+        stale += [Path(course_dir) / name for name in is_stale(fresh, course_dir)]
+    return stale
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mi_course.release", description=__doc__.split("\n\n")[0])
     p.add_argument("--solutions", default="solutions", help="nbgrader source notebooks (default: solutions)")
@@ -172,9 +202,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="copy chapters into NBGRADER_ROOT/source/<chapter>/ for the nbgrader commands")
     a = p.parse_args(argv)
     if a.check:
-        stale = is_stale(a.solutions, a.course)
-        for name in stale:
-            print(f"stale: {Path(a.course) / name}")
+        stale = stale_chapters(a.solutions, a.course)
+        for path in stale:
+            print(f"stale: {path}")
         if stale:
             print("run: python -m mi_course.release", file=sys.stderr)
         return 1 if stale else 0
@@ -182,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in stage_source(a.solutions, a.stage):
             print(path)
         return 0
-    for path in release(a.solutions, a.course):
+    for path in release_chapters(a.solutions, a.course):
         print(path)
     return 0
 

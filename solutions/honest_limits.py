@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 
-def match_features(W_dec_a: Float[Tensor, "d_sae_a d_in"], W_dec_b: Float[Tensor, "d_sae_b d_in"]) -> Float[Tensor, "d_sae_a"]:
+def match_features(W_dec_a: Float[Tensor, "d_sae_a d_in"], W_dec_b: Float[Tensor, "d_sae_b d_in"]) -> Float[Tensor, " d_sae_a"]:
     """For every feature of SAE a, the cosine similarity of its decoder direction (a row
     of W_dec_a) with the closest feature direction of SAE b: the largest signed cosine
     over b's features. 1 means b has the same feature; near 0, nothing like it."""

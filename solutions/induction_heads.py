@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 
-def previous_token_scores(pattern: Float[Tensor, "batch n_heads query_pos key_pos"]) -> Float[Tensor, "n_heads"]:
+def previous_token_scores(pattern: Float[Tensor, "batch n_heads query_pos key_pos"]) -> Float[Tensor, " n_heads"]:
     """Each head's mean attention from a token to the token just before it.
 
     Averaged over the batch and over every query that has a previous token (positions
@@ -31,19 +31,19 @@ def previous_token_scores(pattern: Float[Tensor, "batch n_heads query_pos key_po
     return pattern.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(0, -1))
 
 
-def current_token_scores(pattern: Float[Tensor, "batch n_heads query_pos key_pos"]) -> Float[Tensor, "n_heads"]:
+def current_token_scores(pattern: Float[Tensor, "batch n_heads query_pos key_pos"]) -> Float[Tensor, " n_heads"]:
     """Each head's mean attention from a token to itself, over the batch and all positions."""
     return pattern.diagonal(offset=0, dim1=-2, dim2=-1).mean(dim=(0, -1))
 
 
-def first_token_scores(pattern: Float[Tensor, "batch n_heads query_pos key_pos"]) -> Float[Tensor, "n_heads"]:
+def first_token_scores(pattern: Float[Tensor, "batch n_heads query_pos key_pos"]) -> Float[Tensor, " n_heads"]:
     """Each head's mean attention to the first position, over the batch and all queries."""
     return pattern[..., 0].mean(dim=(0, -1))
 
 
 def prefix_matching_scores(
     tokens: Int[Tensor, "batch pos"], pattern: Float[Tensor, "batch n_heads query_pos key_pos"]
-) -> Float[Tensor, "n_heads"]:
+) -> Float[Tensor, " n_heads"]:
     """Each head's mean attention from a token to every position that *follows* an earlier
     occurrence of that token (key k with tokens[k - 1] == tokens[q], k <= q).
 

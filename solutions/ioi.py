@@ -50,7 +50,7 @@ def normalised_logit_diff(
 
 def residual_logit_diff(
     model, stack: Float[Tensor, "component batch d_model"], scale: Float[Tensor, "batch 1"], prompts: IOIPrompts
-) -> Float[Tensor, "component"]:
+) -> Float[Tensor, " component"]:
     """Each component's direct contribution to the logit difference, averaged over the prompts.
 
     `stack` holds vectors in the residual stream at the final position (a layer's

@@ -18,8 +18,8 @@ from toy_models.sae import SparseAutoencoder
 def importance_weighted_loss(
     x: Float[Tensor, "batch instances features"],
     x_hat: Float[Tensor, "batch instances features"],
-    importance: Float[Tensor, "features"],
-) -> Float[Tensor, "instances"]:
+    importance: Float[Tensor, " features"],
+) -> Float[Tensor, " instances"]:
     """The toy model's loss, per instance: importance-weighted squared error, summed over
     features and averaged over the batch."""
     return (importance * (x - x_hat) ** 2).sum(dim=-1).mean(dim=0)

@@ -43,8 +43,8 @@ def closing_paren_accuracy(logits: Float[Tensor, "batch pos d_vocab"], tokens: I
 
 
 def fit_probe(
-    acts: Float[Tensor, "n d_model"], labels: Bool[Tensor, "n"], steps: int = 200, lr: float = 1.0
-) -> tuple[Float[Tensor, "d_model"], Float[Tensor, ""]]:
+    acts: Float[Tensor, "n d_model"], labels: Bool[Tensor, " n"], steps: int = 200, lr: float = 1.0
+) -> tuple[Float[Tensor, " d_model"], Float[Tensor, ""]]:
     """A linear probe: logistic regression predicting `labels` from `acts`, trained by
     `steps` steps of full-batch gradient descent from zero weights, with learning rate
     `lr`, on the mean binary cross-entropy. Returns (direction, bias): the probe says True
@@ -65,7 +65,7 @@ def fit_probe(
 
 
 def held_out_probe_accuracy(
-    acts: Float[Tensor, "n d_model"], labels: Bool[Tensor, "n"], train_fraction: float = 0.7, steps: int = 200
+    acts: Float[Tensor, "n d_model"], labels: Bool[Tensor, " n"], train_fraction: float = 0.7, steps: int = 200
 ) -> Float[Tensor, ""]:
     """Fit a probe (`fit_probe`) on the first `train_fraction` of the examples and return
     its accuracy on the rest, the examples it never saw. Returns a float scalar tensor.
@@ -76,7 +76,7 @@ def held_out_probe_accuracy(
     return (predictions == labels[n_train:]).float().mean()
 
 
-def ablate_direction(resid: Float[Tensor, "... d_model"], direction: Float[Tensor, "d_model"]) -> Float[Tensor, "... d_model"]:
+def ablate_direction(resid: Float[Tensor, "... d_model"], direction: Float[Tensor, " d_model"]) -> Float[Tensor, "... d_model"]:
     """Remove the component of each vector along `direction` (which need not have unit
     length): resid - (resid . d / |d|^2) d. What is left is orthogonal to d; everything
     orthogonal to d is untouched.
@@ -86,7 +86,7 @@ def ablate_direction(resid: Float[Tensor, "... d_model"], direction: Float[Tenso
     return resid - along[..., None] * unit
 
 
-def steer(resid: Float[Tensor, "... d_model"], direction: Float[Tensor, "d_model"], alpha: float) -> Float[Tensor, "... d_model"]:
+def steer(resid: Float[Tensor, "... d_model"], direction: Float[Tensor, " d_model"], alpha: float) -> Float[Tensor, "... d_model"]:
     """Add `alpha` times the *unit* vector along `direction` to every vector."""
     return resid + alpha * direction / direction.norm()
 

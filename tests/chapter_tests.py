@@ -1,6 +1,6 @@
 """The tests every chapter's graders must pass, written once.
 
-A chapter's test module (tests/test_graders_NN.py) imports them and defines their cases:
+A chapter's test module (tests/test_graders_NN.py) imports them (`__all__`) and defines their cases:
 
 * `CHAPTER`, the chapter's graders, and `NOTEBOOK`, its notebook's file name;
 * `WRONG`: realistic wrong implementations, (exercise, [(old, new), ...] edits of the
@@ -17,11 +17,19 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from graders import Verdict, load_submission
-from mi_course import checking
-from mi_course.cli import COURSE_DIR, SOLUTIONS_DIR
 from solution_edits import edited_solution
+
+from graders import load_submission
+from graders.reporting import summary
+from mi_course import checking
+from mi_course.runtime.paths import COURSE_DIR, SOLUTIONS_DIR
+from mi_course.runtime.verdicts import Verdict
+
+__all__ = [  # what a chapter's test module imports
+    "solution", "test_grader_passes_the_reference", "test_grader_fails_a_wrong_implementation_and_names_the_mistake",
+    "test_every_exercise_has_at_least_two_wrong_implementations", "test_grader_accepts_another_right_answer",
+    "test_mi_course_check_passes_the_solution_notebook", "test_mi_course_check_on_the_student_notebook_reports_not_attempted",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,14 +43,14 @@ def solution(request):
 def test_grader_passes_the_reference(request, exercise_name):
     exercise = request.module.CHAPTER.exercises[exercise_name]
     result = exercise.run(exercise.reference)
-    assert result.verdict is Verdict.PASS, result.summary()
+    assert result.verdict is Verdict.PASS, summary(result)
 
 
 def test_grader_fails_a_wrong_implementation_and_names_the_mistake(request, solution, wrong):
     name, edits, words = wrong
     result = request.module.CHAPTER.exercises[name].run(edited_solution(solution, name, edits))
     assert result.verdict in (Verdict.FAIL, Verdict.ERROR)
-    assert words in result.message, result.summary()
+    assert words in result.message, summary(result)
     assert "Traceback" not in result.message
 
 
@@ -54,7 +62,7 @@ def test_every_exercise_has_at_least_two_wrong_implementations(request):
 def test_grader_accepts_another_right_answer(request, solution, also_right):
     name, edits = also_right
     result = request.module.CHAPTER.exercises[name].run(edited_solution(solution, name, edits))
-    assert result.verdict is Verdict.PASS, result.summary()
+    assert result.verdict is Verdict.PASS, summary(result)
 
 
 def test_mi_course_check_passes_the_solution_notebook(request, capsys):

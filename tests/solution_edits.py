@@ -3,7 +3,7 @@
 import nbformat
 
 from graders import Submission
-from mi_course.learner_code import run_cell
+from mi_course.runtime.learner_code import run_cell
 
 
 def edited_solution(solution: Submission, name: str, edits: list[tuple[str, str]]):

@@ -12,23 +12,17 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
+from chapter_tests import *  # noqa: F403 - the tests every chapter passes, run on this module's cases
 from nbclient import NotebookClient
+from solution_edits import edited_solution
 
-from graders import Verdict, compare_tensors, load_submission, make_check
+from graders import compare_tensors, load_submission, make_check
 from graders.chapter_00 import CHAPTER
 from graders.core import ExerciseNotPassed, GraderFailure
-from solution_edits import edited_solution
-from mi_course.cli import SOLUTIONS_DIR
+from mi_course.grading import course_references
 from mi_course.notebook_builder import code, graded_test, notebook, write
-from chapter_tests import (  # the tests every chapter passes, with this module's cases
-    solution,
-    test_every_exercise_has_at_least_two_wrong_implementations,
-    test_grader_accepts_another_right_answer,
-    test_grader_fails_a_wrong_implementation_and_names_the_mistake,
-    test_grader_passes_the_reference,
-    test_mi_course_check_on_the_student_notebook_reports_not_attempted,
-    test_mi_course_check_passes_the_solution_notebook,
-)
+from mi_course.runtime.paths import SOLUTIONS_DIR
+from mi_course.runtime.verdicts import Verdict
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = "00_transformer_from_scratch.ipynb"
@@ -48,7 +42,7 @@ WRONG = [
                 "self.embedding = nn.Embedding(cfg.d_vocab, cfg.d_model)"),
                ("self.W_E[tokens]", "self.embedding(tokens)")], "your `embedding.weight` has its shape: rename it `W_E`?"),
     ("Embed", [("self.W_E[tokens]", "F.one_hot(tokens, self.cfg.d_vocab) @ self.W_E")],
-     "`Embed.forward`, line 9: return F.one_hot(tokens, self.cfg.d_vocab) @ self.W_E"),
+     "`Embed.forward`, line 15: return F.one_hot(tokens, self.cfg.d_vocab) @ self.W_E"),
     ("Embed", [("self.W_E[tokens]", "self.W_E[tokens - 1]")], "off by one"),
     ("PosEmbed", [('einops.repeat(self.W_pos[:seq_len], "pos d_model -> batch pos d_model", batch=batch)',
                    "self.W_pos[:seq_len]")], "no batch dimension"),
@@ -67,11 +61,12 @@ WRONG = [
     ("Attention", [("apply_causal_mask(attn_scores / math.sqrt(self.cfg.d_head))", "attn_scores / math.sqrt(self.cfg.d_head)")],
      "attention reads the future"),
     ("Attention", [("apply_causal_mask(attn_scores / math.sqrt(self.cfg.d_head))", "attn_scores / math.sqrt(self.cfg.d_head)"),
-                   ("pattern = attn_scores.softmax(dim=-1)", "pattern = apply_causal_mask(attn_scores.softmax(dim=-1))")],
+                   ("self.hook_pattern(attn_scores.softmax(dim=-1))",
+                    "self.hook_pattern(apply_causal_mask(attn_scores.softmax(dim=-1)))")],
      "contains NaN or inf"),
     ("MLP", [("F.gelu(pre)", "F.relu(pre)")], "you used ReLU"),
     ("MLP", [("F.gelu(pre)", 'F.gelu(pre, approximate="tanh")')], "tanh approximation"),
-    ("MLP", [("post = F.gelu(pre)", "post = pre")], "no activation"),
+    ("MLP", [("F.gelu(pre)", "pre")], "no activation"),
     ("TransformerBlock", [("resid_mid = resid + self.attn", "resid_mid = self.attn"), ("return resid_mid + self.mlp", "return self.mlp")],
      "returns only what attention and the MLP write"),
     ("TransformerBlock", [("resid + self.attn(self.ln1(resid))", "self.ln1(resid + self.attn(resid))"),
@@ -101,7 +96,7 @@ ALSO_RIGHT = [
     ("apply_causal_mask", [('float("-inf")', "-1e5")]),  # a large negative number, as ARENA does
     ("Attention", [("apply_causal_mask(attn_scores / math.sqrt(self.cfg.d_head))",
                     "apply_causal_mask(attn_scores) / math.sqrt(self.cfg.d_head)")]),
-    ("MLP", [("post = F.gelu(pre)", "post = nn.GELU()(pre)")]),
+    ("MLP", [("F.gelu(pre)", "nn.GELU()(pre)")]),
 ]
 
 
@@ -110,6 +105,13 @@ def test_hidden_tests_catch_code_that_assumes_d_head_is_d_model_over_n_heads(sol
     exercise = CHAPTER.exercises["Attention"]
     assert exercise.run(assumes, exercise.variants[:1]).verdict is Verdict.PASS  # the visible test
     assert exercise.run(assumes).verdict is Verdict.FAIL  # with the hidden ones
+
+
+def test_each_exercise_forbids_its_equivalent_in_the_course_model():
+    """`toy_models.model` holds the same pieces, and a notebook can import it: `mi-course
+    grade` refuses graded code that is, inherits from, wraps or calls one of them."""
+    equivalents = [*(name for name in CHAPTER.exercises if name != "DemoTransformer"), "Transformer"]
+    assert course_references(CHAPTER) == [f"toy_models.model:{name}" for name in equivalents]
 
 
 def test_failure_messages_show_shapes_and_the_first_difference():
@@ -127,7 +129,7 @@ def test_failure_messages_show_shapes_and_the_first_difference():
 
 def test_check_prints_a_verdict_and_raises_only_under_nbgrader(solution, capsys, monkeypatch):
     check = make_check("00_transformer_from_scratch")
-    stub = edited_solution(solution, "MLP", [("post = F.gelu(pre)", "raise NotImplementedError()")])
+    stub = edited_solution(solution, "MLP", [("post = self.hook_post(F.gelu(pre))", "raise NotImplementedError()")])
 
     monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
     assert check(solution.namespace["MLP"]) is None

@@ -9,21 +9,13 @@ longer applies, the test says so.
 import re
 
 import nbformat
+from chapter_tests import *  # noqa: F403 - the tests every chapter passes, run on this module's cases
 from nbclient import NotebookClient
-
-from graders import Verdict
-from graders.chapter_02 import CHAPTER, reference_circuit
 from solution_edits import edited_solution
-from mi_course.cli import SOLUTIONS_DIR
-from chapter_tests import (  # the tests every chapter passes, with this module's cases
-    solution,
-    test_every_exercise_has_at_least_two_wrong_implementations,
-    test_grader_accepts_another_right_answer,
-    test_grader_fails_a_wrong_implementation_and_names_the_mistake,
-    test_grader_passes_the_reference,
-    test_mi_course_check_on_the_student_notebook_reports_not_attempted,
-    test_mi_course_check_passes_the_solution_notebook,
-)
+
+from graders.chapter_02 import CHAPTER, reference_circuit
+from mi_course.runtime.paths import SOLUTIONS_DIR
+from mi_course.runtime.verdicts import Verdict
 
 NOTEBOOK = "02_induction_heads.ipynb"
 SOLUTION = SOLUTIONS_DIR / NOTEBOOK

@@ -7,20 +7,13 @@ The wrong implementations are the solution notebook's own cells (generated from
 
 import pytest
 import torch
+from chapter_tests import *  # noqa: F403 - the tests every chapter passes, run on this module's cases
 
-from graders.chapter_03 import CHAPTER, reference_circuit
+from graders.chapter_03 import CHAPTER as CHAPTER  # the chapter the shared tests grade
+from graders.chapter_03 import reference_circuit
 from solutions import ioi as reference
 from toy_models import load_pretrained
 from toy_models.data import make_ioi_prompts
-from chapter_tests import (  # the tests every chapter passes, with this module's cases
-    solution,
-    test_every_exercise_has_at_least_two_wrong_implementations,
-    test_grader_accepts_another_right_answer,
-    test_grader_fails_a_wrong_implementation_and_names_the_mistake,
-    test_grader_passes_the_reference,
-    test_mi_course_check_on_the_student_notebook_reports_not_attempted,
-    test_mi_course_check_passes_the_solution_notebook,
-)
 
 NOTEBOOK = "03_indirect_object_identification.ipynb"
 

@@ -7,25 +7,24 @@ thresholds and its documented feature labels are recomputed from its weights.
 
 
 import torch
+from chapter_tests import *  # noqa: F403 - the tests every chapter passes, run on this module's cases
 
-from graders.chapter_04 import CHAPTER
+from graders.chapter_04 import CHAPTER as CHAPTER  # the chapter the shared tests grade
 from solutions.superposition_saes import top_activations
 from toy_models import load_pretrained
 from toy_models.checkpoints import checkpoint_dir, read_description
 from toy_models.code_concepts import byte_concepts
 from toy_models.data import load_python_corpus
 from toy_models.sae import (
-    FEATURE_LABELS, SAE_RECIPES, SHIPPED_SAE, STEERING_FEATURE, evaluate_sae, hook_activations, load_sae,
-    one_thread, validation_windows,
-)
-from chapter_tests import (  # the tests every chapter passes, with this module's cases
-    solution,
-    test_every_exercise_has_at_least_two_wrong_implementations,
-    test_grader_accepts_another_right_answer,
-    test_grader_fails_a_wrong_implementation_and_names_the_mistake,
-    test_grader_passes_the_reference,
-    test_mi_course_check_on_the_student_notebook_reports_not_attempted,
-    test_mi_course_check_passes_the_solution_notebook,
+    FEATURE_LABELS,
+    SAE_RECIPES,
+    SHIPPED_SAE,
+    STEERING_FEATURE,
+    evaluate_sae,
+    hook_activations,
+    load_sae,
+    one_thread,
+    validation_windows,
 )
 
 NOTEBOOK = "04_superposition_and_saes.ipynb"

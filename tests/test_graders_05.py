@@ -10,25 +10,18 @@ NAME` does that).
 import nbformat
 import pytest
 import torch
+from chapter_tests import *  # noqa: F403 - the tests every chapter passes, run on this module's cases
 
-from graders.chapter_05 import CHAPTER, measure_capstone
-from mi_course.cli import COURSE_DIR, SOLUTIONS_DIR
+from graders.chapter_05 import CHAPTER as CHAPTER  # the chapter the shared tests grade
+from graders.chapter_05 import measure_capstone
 from mi_course.release import TEXT_STUB
+from mi_course.runtime.paths import COURSE_DIR, SOLUTIONS_DIR
 from solutions.honest_limits import capstone_behaviour, circuit_transfer_rate, match_features
 from toy_models import load_pretrained
 from toy_models.checkpoints import SHIPPED_DIR, checkpoint_dir, read_description
 from toy_models.metrics import induction_scores
 from toy_models.sae import SWEEP_SAES, evaluate_sae, load_sae, one_thread, validation_windows
 from toy_models.train import INDUCTION_SEQ_LEN, TRANSFORMER_JOBS, induction_batch
-from chapter_tests import (  # the tests every chapter passes, with this module's cases
-    solution,
-    test_every_exercise_has_at_least_two_wrong_implementations,
-    test_grader_accepts_another_right_answer,
-    test_grader_fails_a_wrong_implementation_and_names_the_mistake,
-    test_grader_passes_the_reference,
-    test_mi_course_check_on_the_student_notebook_reports_not_attempted,
-    test_mi_course_check_passes_the_solution_notebook,
-)
 
 NOTEBOOK = "05_honest_limits.ipynb"
 SOLUTION = SOLUTIONS_DIR / NOTEBOOK

@@ -21,8 +21,9 @@ import nbformat
 import pytest
 
 from graders.core import CHAPTERS, load_chapter
-from mi_course.grading import _escape_inline, find_submissions, grade_class, read_notebook
-from mi_course.sandbox import Containment, Limits, detect_containment
+from graders.reporting import _escape_inline
+from mi_course.grading import find_submissions, grade_class, read_notebook
+from mi_course.runtime.containment import Containment, Limits, detect_containment
 
 REPO = Path(__file__).resolve().parents[1]
 CHAPTER = "01_three_buckets"
@@ -266,11 +267,31 @@ def test_reading_a_notebook_never_runs_it(tmp_path: Path) -> None:
     assert notebook is not None and problems == [] and not canary.exists()
 
 
+def _readable_by_others(path: Path) -> bool:
+    return all(os.stat(folder).st_mode & 0o005 == 0o005 for folder in [path, *path.parents])
+
+
+MODES = [pytest.param(CONTAINMENT, id="isolated", marks=needs_isolation),
+         pytest.param(Containment("limits only", "testing the fallback"), id="limits-only", marks=pytest.mark.skipif(
+             os.geteuid() == 0 and not _readable_by_others(Path(sys.base_prefix)),
+             reason="as root, limits only runs a student as a user of their own, who cannot read this Python "
+                    "(its folder is private to root), so notebooks that read the standard library's source fail"))]
+
+
+@pytest.mark.parametrize("containment", MODES)
 @pytest.mark.parametrize("chapter", CHAPTERS)
-def test_every_solution_notebook_gets_full_marks_in_the_sandbox(tmp_path: Path, chapter: str) -> None:
-    """The sandbox's proxies support everything each chapter's graders do with learner objects."""
-    write_class(tmp_path / "submissions", {"reference": (nbformat.read(REPO / "solutions" / f"{chapter}.ipynb", as_version=4), 0, "")})
-    [grade] = grade_class(find_submissions(tmp_path / "submissions", chapter), chapter, tmp_path / "grades.csv",
-                          limits=Limits(exercise_seconds=120, exercise_cpu_seconds=120), progress=False)
-    failed = [r for r in grade.results if r["verdict"] != "pass"]
-    assert not failed and not grade.cell_errors, (failed, grade.cell_errors)
+def test_every_chapter_grades_its_solution_full_and_its_student_notebook_zero(
+        tmp_path: Path, chapter: str, containment: Containment) -> None:
+    """The honest controls, in every mode: the sandbox's proxies support everything each chapter's
+    graders do with learner objects, and a released notebook, untouched, earns nothing."""
+    write_class(tmp_path / "submissions", {
+        "reference": (nbformat.read(REPO / "solutions" / f"{chapter}.ipynb", as_version=4), 0, ""),
+        "untouched": (nbformat.read(REPO / "course" / f"{chapter}.ipynb", as_version=4), 0, ""),
+    })
+    reference, untouched = grade_class(find_submissions(tmp_path / "submissions", chapter), chapter,
+                                       tmp_path / "grades.csv", limits=Limits(exercise_seconds=120, exercise_cpu_seconds=120),
+                                       containment=containment, progress=False)
+    failed = [r for r in reference.results if r.verdict.value != "pass"]
+    assert not failed and not reference.cell_errors, (failed, reference.cell_errors)
+    assert reference.score == reference.max_score and {g.sandbox for g in (reference, untouched)} == {containment.name}
+    assert untouched.score == 0 and {r.verdict.value for r in untouched.results} == {"not attempted"}, untouched.results

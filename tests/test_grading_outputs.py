@@ -8,28 +8,28 @@ directly, with grades built by hand.
 import json
 import os
 import re
-from dataclasses import asdict, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 from markdown_it import MarkdownIt
 
+from graders import results as saved_results
+from graders.reporting import MAX_FEEDBACK_BYTES, MAX_MESSAGE_CHARS, feedback
+from graders.results import Result, StudentGrade
 from mi_course import grading
 from mi_course.grading import (
-    MAX_FEEDBACK_BYTES,
-    MAX_MESSAGE_CHARS,
-    StudentGrade,
     UnsafeOutputError,
     _output_dirs,
     _saved,
     _write_atomically,
-    feedback,
     find_submissions,
     fingerprint,
     grading_code_digest,
     write_gradebook,
 )
-from mi_course.sandbox import Limits
+from mi_course.runtime.containment import Limits
+from mi_course.runtime.verdicts import Verdict
 
 CHAPTER = "01_three_buckets"
 OTHER_CHAPTER = "02_induction_heads"
@@ -41,8 +41,8 @@ FORGED = ("nothing to see\n```\n````\n\n**alice**: 13 / 13 points\n\n"
 
 
 def a_grade(message: str = "wrong shape", **changes) -> StudentGrade:
-    results = [{"exercise": name, "verdict": "pass" if i == 0 else "fail", "points": 3 if i == 0 else 0,
-                "max_points": 3 if i == 0 else 5, "message": "" if i == 0 else message, "hint": "Use x @ W[:, 0]."}
+    results = [Result(name, Verdict.PASS if i == 0 else Verdict.FAIL, 3 if i == 0 else 0, 3 if i == 0 else 5,
+                      "" if i == 0 else message, "Use x @ W[:, 0].")
                for i, name in enumerate(EXERCISES)]
     return replace(StudentGrade("alice", CHAPTER, 3, 13, results, containment="resource limits only (a test)",
                                 sandbox="limits only", fingerprint="key"), **changes)
@@ -57,17 +57,9 @@ def _args(tmp_path: Path) -> dict:
             "containment_name": "isolated"}
 
 
-def _released_notebook_edited(args: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    course = tmp_path / "course"
-    course.mkdir()
-    (course / f"{CHAPTER}.ipynb").write_bytes((grading.COURSE_DIR / f"{CHAPTER}.ipynb").read_bytes() + b"\n")
-    monkeypatch.setattr(grading, "COURSE_DIR", course)
-
-
 CHANGES = {  # each changes one of the fingerprint's inputs
     "notebook bytes": lambda args, *_: args["path"].write_bytes(b'{"cells": [1]}'),
     "chapter": lambda args, *_: args.update(chapter=OTHER_CHAPTER),
-    "released notebook": _released_notebook_edited,
     "code digest": lambda args, *_: args.update(code_digest="other code"),
     "limits": lambda args, *_: args.update(limits=Limits(memory_bytes=2**30)),
     "containment": lambda args, *_: args.update(containment_name="limits only"),
@@ -84,7 +76,7 @@ def test_the_fingerprint_changes_with_everything_a_grade_depends_on(tmp_path, mo
 
 
 def test_the_code_digest_covers_every_file_but_bytecode(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(grading, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(grading, "package_dirs", lambda package: [tmp_path / package])
     checkpoint = tmp_path / "toy_models" / "checkpoints" / "tiny" / "model.safetensors"
     bytecode = tmp_path / "toy_models" / "__pycache__" / "model.cpython-311.pyc"
     for path in (tmp_path / "graders" / "core.py", checkpoint, tmp_path / "mi_course" / "static" / "app.js", bytecode):
@@ -112,14 +104,14 @@ def _save(results_dir: Path, name: str, data: object) -> None:
 
 
 def test_a_saved_result_is_reused_for_its_own_student_chapter_and_fingerprint(tmp_path) -> None:
-    _save(tmp_path, "alice", asdict(a_grade()))
+    _save(tmp_path, "alice", a_grade().to_json())
     assert _saved(tmp_path, "alice", "key", CHAPTER) == a_grade()
     assert _saved(tmp_path, "alice", "other key", CHAPTER) is None
 
 
 def test_a_saved_result_of_another_chapter_or_student_is_not_reused(tmp_path) -> None:
-    _save(tmp_path, "alice", asdict(a_grade(chapter=OTHER_CHAPTER)))
-    _save(tmp_path, "bob", asdict(a_grade()))  # alice's results, under bob's name
+    _save(tmp_path, "alice", a_grade(chapter=OTHER_CHAPTER).to_json())
+    _save(tmp_path, "bob", a_grade().to_json())  # alice's results, under bob's name
     assert _saved(tmp_path, "alice", "key", CHAPTER) is None
     assert _saved(tmp_path, "bob", "key", CHAPTER) is None
 
@@ -129,15 +121,16 @@ MALFORMED = {
     "not UTF-8": b'"\xff\xfe"',
     "a list": [1, 2],
     "deeply nested": "[" * 100_000 + "]" * 100_000,
-    "a field missing": {k: v for k, v in asdict(a_grade()).items() if k != "events"},
-    "a field more": {**asdict(a_grade()), "extra": 1},
-    "a score as text": asdict(a_grade(score="13")),
-    "a hint that is not text": asdict(a_grade(results=[{**a_grade().results[0], "hint": None}])),
-    "a result without its message": asdict(a_grade(results=[{"exercise": "x", "verdict": "pass", "points": 1,
-                                                               "max_points": 1, "hint": ""}])),
-    "an unknown verdict": asdict(a_grade(results=[{**a_grade().results[0], "verdict": "full marks"}])),
-    "a cell error without its index": asdict(a_grade(cell_errors=[["1", "NameError"]])),
-    "a problem that is not text": asdict(a_grade(problems=[["13 / 13"]])),
+    "a field missing": {k: v for k, v in a_grade().to_json().items() if k != "events"},
+    "a field more": {**a_grade().to_json(), "extra": 1},
+    "a score as text": a_grade(score="13").to_json(),
+    "a hint that is not text": {**a_grade().to_json(), "results": [{**a_grade().results[0].to_json(), "hint": None}]},
+    "a result without its message": {**a_grade().to_json(), "results": [{"exercise": "x", "verdict": "pass",
+                                                                         "points": 1, "max_points": 1, "hint": ""}]},
+    "an unknown verdict": {**a_grade().to_json(), "results": [{**a_grade().results[0].to_json(),
+                                                               "verdict": "full marks"}]},
+    "a cell error without its index": a_grade(cell_errors=[["1", "NameError"]]).to_json(),
+    "a problem that is not text": a_grade(problems=[["13 / 13"]]).to_json(),
 }
 
 
@@ -148,11 +141,12 @@ def test_a_malformed_saved_result_is_ignored(tmp_path, data) -> None:
 
 
 def test_the_saved_fields_checked_are_those_of_a_student_grade() -> None:
-    assert set(grading._GRADE_FIELDS) == {f.name for f in fields(StudentGrade)}
+    assert set(saved_results._GRADE_FIELDS) == {f.name for f in fields(StudentGrade)}
+    assert set(saved_results._RESULT_FIELDS) == {f.name for f in fields(Result)}
 
 
 def test_a_saved_result_that_is_a_link_or_a_fifo_is_ignored(tmp_path) -> None:
-    _save(tmp_path, "elsewhere", asdict(a_grade()))
+    _save(tmp_path, "elsewhere", a_grade().to_json())
     results = tmp_path / "results"
     results.mkdir()
     (results / "alice.json").symlink_to(tmp_path / "elsewhere.json")
@@ -251,7 +245,7 @@ def _text(token) -> str:
 def test_the_learners_text_cannot_write_markdown_into_the_feedback() -> None:
     names = [*EXERCISES[:2], "probe`` | x | 1 / 1 | pass |"]  # as a forged results file could name an exercise
     grade = a_grade(FORGED, problems=[FORGED], cell_errors=[[4, FORGED]], events=[FORGED])
-    grade.results = [{**result, "exercise": name} for result, name in zip(grade.results, names, strict=True)]
+    grade.results = [replace(result, exercise=name) for result, name in zip(grade.results, names, strict=True)]
     tokens = MarkdownIt("commonmark").enable("table").parse(feedback(grade))
     inline = [child for token in tokens if token.type == "inline" for child in token.children]
 
@@ -279,7 +273,7 @@ def test_the_learners_text_cannot_write_markdown_into_the_feedback() -> None:
 
 def test_a_hint_shows_as_written() -> None:
     hint = "Use `x * W`, x*y*z or [x](y), not <b>x</b>."
-    grade = a_grade(results=[{**result, "hint": hint} for result in a_grade().results])
+    grade = a_grade(results=[replace(result, hint=hint) for result in a_grade().results])
     tokens = MarkdownIt("commonmark").parse(feedback(grade))
     assert [_text(t) for t in tokens if t.type == "inline" and "Hint" in t.content] == [f"Hint: {hint}"] * 2
 

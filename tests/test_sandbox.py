@@ -20,14 +20,24 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from test_grading import (
+    CHAPTER,
+    FULL,
+    LEAVES_A_DAEMON,
+    LIMITS,
+    REPO,
+    add_cell,
+    assert_grades,
+    daemons,
+    gradebook,
+    solution,
+    steer_doing,
+    write_class,
+)
 
 from graders.core import load_chapter
 from mi_course.grading import find_submissions, grade_class
-from mi_course.sandbox import SandboxHolder, detect_containment, enter
-from test_grading import (
-    CHAPTER, FULL, LEAVES_A_DAEMON, LIMITS, REPO, add_cell, assert_grades, daemons, gradebook, solution, steer_doing,
-    write_class,
-)
+from mi_course.runtime.containment import IsolatedView, detect_containment, enter
 
 CONTAINMENT = detect_containment()
 pytestmark = pytest.mark.skipif(not CONTAINMENT.isolated, reason=f"no sandbox here: {CONTAINMENT.reason}")
@@ -37,7 +47,7 @@ RELEASED = REPO / "course" / f"{CHAPTER}.ipynb"
 def look_inside(probe: str, *, hidden: tuple[Path, ...] = ()) -> dict:
     """Run `probe` (Python source that sets `found`, a JSON-able value) in a fresh sandbox,
     as the learner's process would run (same user, same view), and return `found`."""
-    holder = SandboxHolder(as_root=CONTAINMENT.as_root, scratch_bytes=2**24, hidden=hidden)
+    holder = IsolatedView(as_root=CONTAINMENT.as_root, scratch_bytes=2**24, hidden=hidden)
     read, write = os.pipe()
     try:
         pid = os.fork()
@@ -161,7 +171,7 @@ globals().update({{k: v for k, v in stolen.items() if not k.startswith("__")}})
 def frame_forger(frame: dict) -> str:
     """A `steer` that writes a raw protocol frame to every socket its process holds."""
     return steer_doing(f"""import os, socket, stat
-from mi_course.wire import send
+from mi_course.runtime.wire import send
 for fd in range(3, 64):
     try:
         if stat.S_ISSOCK(os.fstat(fd).st_mode):
@@ -217,7 +227,7 @@ def test_a_slow_notebook_whose_functions_exit_is_run_once(tmp_path: Path) -> Non
     write_class(tmp_path / "submissions", {"exits": (notebook, 0, "exit status 3")})
     [grade] = grade_class(find_submissions(tmp_path / "submissions", CHAPTER), CHAPTER, tmp_path / "grades.csv",
                           limits=LIMITS, containment=CONTAINMENT, progress=False)
-    assert grade.score == 0 and all("exit status 3" in r["message"] for r in grade.results), grade.results
+    assert grade.score == 0 and all("exit status 3" in r.message for r in grade.results), grade.results
     # Run again for each of its 7 exercises, it would take more than 7 * 3 s.
     assert grade.seconds < 3 * 3, "the notebook was run again for each exercise"
 
@@ -246,7 +256,7 @@ def test_results_of_another_chapter_or_mode_are_not_reused(tmp_path: Path) -> No
     [first] = grade_class(find_submissions(folder, chapter_00), chapter_00, out, limits=LIMITS, progress=False)
     assert first.score == first.max_score
     [second] = grade_class(find_submissions(folder, CHAPTER), CHAPTER, out, limits=LIMITS, progress=False)
-    assert second.score == 0 and "chapter 00" in second.results[0]["message"]
+    assert second.score == 0 and "chapter 00" in second.results[0].message
 
 
 REFERENCE_USES = {

@@ -108,7 +108,7 @@ def byte_concepts(data: bytes) -> dict[str, list[bool]]:
     return {name: [holds(data, i, state) for i in range(len(data))] for name, holds in CONCEPTS.items()}
 
 
-def concept_mask(tokens: Int[Tensor, "n"], concept: str) -> Bool[Tensor, "n"]:
+def concept_mask(tokens: Int[Tensor, " n"], concept: str) -> Bool[Tensor, " n"]:
     """Where `concept` holds in a 1-D run of byte tokens (read from its start)."""
     data = bytes(tokens.tolist())
     string, triple, comment = _string_and_comment_states(data)

@@ -254,14 +254,14 @@ def python_source_files(
     ]
 
 
-def _bytes_to_tokens(data: bytes) -> Int[Tensor, "n_bytes"]:
+def _bytes_to_tokens(data: bytes) -> Int[Tensor, " n_bytes"]:
     if not data:
         return torch.zeros(0, dtype=torch.long)
     # frombuffer avoids a slow Python loop over millions of bytes.
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
 
 
-def load_python_corpus(split: Literal["train", "validation"]) -> Int[Tensor, "n_bytes"]:
+def load_python_corpus(split: Literal["train", "validation"]) -> Int[Tensor, " n_bytes"]:
     """One split of the corpus as a 1-D int64 tensor of byte values (0..255).
 
     Files are joined with a newline between them. The result is int64, not
@@ -289,10 +289,10 @@ class ByteTokenizer:
     # Shown instead of characters that would be invisible in a plot label.
     _DISPLAY = {ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r", ord(" "): "␣"}
 
-    def encode(self, text: str) -> Int[Tensor, "pos"]:
+    def encode(self, text: str) -> Int[Tensor, " pos"]:
         return _bytes_to_tokens(text.encode("utf-8"))
 
-    def decode(self, tokens: Int[Tensor, "pos"] | Sequence[int]) -> str:
+    def decode(self, tokens: Int[Tensor, " pos"] | Sequence[int]) -> str:
         """Bytes back to text; a cut-off multi-byte character becomes U+FFFD."""
         values = _as_int_list(tokens)
         for value in values:
@@ -327,7 +327,7 @@ def _as_int_list(tokens: Tensor | Sequence[int]) -> list[int]:
 
 
 def random_windows(
-    corpus: Int[Tensor, "n"],
+    corpus: Int[Tensor, " n"],
     n_windows: int,
     window_len: int,
     *,
@@ -352,7 +352,7 @@ def random_windows(
     return corpus[starts + offsets].long()
 
 
-def unigram_cross_entropy(train: Int[Tensor, "n_train"], validation: Int[Tensor, "n_val"]) -> float:
+def unigram_cross_entropy(train: Int[Tensor, " n_train"], validation: Int[Tensor, " n_val"]) -> float:
     """Validation cross-entropy, in nats per byte, of a byte-frequency model fit on ``train``.
 
     The model predicts every byte from its frequency in ``train`` alone,
@@ -465,12 +465,12 @@ class WordTokenizer:
                 f"unknown word {word!r}: not among the {self.d_vocab} words of this tokenizer"
             ) from None
 
-    def encode(self, text: str) -> Int[Tensor, "pos"]:
+    def encode(self, text: str) -> Int[Tensor, " pos"]:
         """Token ids of the whitespace-separated words, with ``<bos>`` prepended."""
         ids = [self.bos_token_id] + [self.token_id(word) for word in text.split()]
         return torch.tensor(ids, dtype=torch.long)
 
-    def decode(self, tokens: Int[Tensor, "pos"] | Sequence[int]) -> str:
+    def decode(self, tokens: Int[Tensor, " pos"] | Sequence[int]) -> str:
         """Words joined by spaces; a ``<bos>`` token is shown as "<bos>"."""
         return " ".join(self.decode_token(t) for t in _as_int_list(tokens))
 
@@ -520,14 +520,14 @@ class IOIPrompts:
     """
 
     tokens: Int[Tensor, "batch pos"]
-    io_tokens: Int[Tensor, "batch"]
-    s_tokens: Int[Tensor, "batch"]
-    io_pos: Int[Tensor, "batch"]
-    s1_pos: Int[Tensor, "batch"]
-    s2_pos: Int[Tensor, "batch"]
-    end_pos: Int[Tensor, "batch"]
+    io_tokens: Int[Tensor, " batch"]
+    s_tokens: Int[Tensor, " batch"]
+    io_pos: Int[Tensor, " batch"]
+    s1_pos: Int[Tensor, " batch"]
+    s2_pos: Int[Tensor, " batch"]
+    end_pos: Int[Tensor, " batch"]
     orders: tuple[str, ...]
-    template_ids: Int[Tensor, "batch"]
+    template_ids: Int[Tensor, " batch"]
     sentences: tuple[str, ...]
 
     def __len__(self) -> int:
@@ -577,7 +577,7 @@ class IOIPrompts:
             sentences=tuple(tokenizer.decode(row[1:]) for row in tokens),
         )
 
-    def _third_names(self, seed: int) -> Int[Tensor, "batch"]:
+    def _third_names(self, seed: int) -> Int[Tensor, " batch"]:
         """For each prompt, a random name that is neither its IO nor its S."""
         tokenizer = ioi_tokenizer()
         name_ids = [tokenizer.token_id(name) for name in IOI_NAMES]
@@ -643,7 +643,7 @@ def make_ioi_prompts(
         )
     sentences = tuple(" ".join(words) for words, _ in rows)
 
-    def column(slot: str) -> Int[Tensor, "batch"]:
+    def column(slot: str) -> Int[Tensor, " batch"]:
         return torch.tensor([positions[slot] for _, positions in rows], dtype=torch.long)
 
     tokens = torch.stack([tokenizer.encode(sentence) for sentence in sentences])

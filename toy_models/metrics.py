@@ -13,7 +13,7 @@ from toy_models.model import Transformer
 
 def induction_score_of_pattern(
     pattern: Float[Tensor, "batch n_heads query_pos key_pos"], seq_len: int
-) -> Float[Tensor, "n_heads"]:
+) -> Float[Tensor, " n_heads"]:
     """Mean attention from each token of the repeated half to the token *after* its earlier
     occurrence: the one an induction head copies from.
 
@@ -37,9 +37,9 @@ def induction_scores(
 
 def logit_diff(
     final_logits: Float[Tensor, "batch d_vocab"],
-    correct_tokens: Int[Tensor, "batch"],
-    wrong_tokens: Int[Tensor, "batch"],
-) -> Float[Tensor, "batch"]:
+    correct_tokens: Int[Tensor, " batch"],
+    wrong_tokens: Int[Tensor, " batch"],
+) -> Float[Tensor, " batch"]:
     """How much the model prefers the right answer to the wrong one, per prompt, in logits."""
     correct = final_logits.gather(-1, correct_tokens[:, None]).squeeze(-1)
     wrong = final_logits.gather(-1, wrong_tokens[:, None]).squeeze(-1)

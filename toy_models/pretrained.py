@@ -4,6 +4,7 @@ from torch import nn
 
 from toy_models.checkpoints import checkpoint_dir, load_weights, read_description
 from toy_models.model import Transformer, TransformerConfig
+from toy_models.sae import load_sae
 from toy_models.superposition import load_superposition
 
 
@@ -14,7 +15,5 @@ def load_pretrained(name: str) -> nn.Module:
     if description["kind"] == "superposition":
         return load_superposition(directory)
     if description["kind"] == "sae":  # a sparse autoencoder, e.g. code-2l-sae
-        from toy_models.sae import load_sae
-
         return load_sae(name)
     return load_weights(directory, Transformer(TransformerConfig.from_dict(description["config"])))

@@ -160,7 +160,7 @@ def fraction_variance_explained(
     return 1 - error / total
 
 
-def firing_frequency(feature_acts: Float[Tensor, "tokens d_sae"]) -> Float[Tensor, "d_sae"]:
+def firing_frequency(feature_acts: Float[Tensor, "tokens d_sae"]) -> Float[Tensor, " d_sae"]:
     """The fraction of tokens on which each feature is active."""
     return (feature_acts > 0).float().mean(dim=0)
 
@@ -168,7 +168,7 @@ def firing_frequency(feature_acts: Float[Tensor, "tokens d_sae"]) -> Float[Tenso
 DENSE_THRESHOLD = 0.1  # a feature active on more than 10% of tokens is "dense"
 
 
-def dead_and_dense_fractions(frequency: Float[Tensor, "d_sae"]) -> tuple[float, float]:
+def dead_and_dense_fractions(frequency: Float[Tensor, " d_sae"]) -> tuple[float, float]:
     """Shares of features that never fire, and that fire on more than DENSE_THRESHOLD of tokens."""
     return (frequency == 0).float().mean().item(), (frequency > DENSE_THRESHOLD).float().mean().item()
 
@@ -324,7 +324,7 @@ def train_sae(
 @torch.no_grad()
 def collect_activations(
     model: nn.Module,
-    corpus: Int[Tensor, "n"],
+    corpus: Int[Tensor, " n"],
     hook_name: str,
     n_windows: int,
     *,
@@ -409,13 +409,13 @@ def validation_windows(n_windows: int, n_ctx: int = 128, seed: int = 0) -> Int[T
     return random_windows(load_python_corpus("validation"), n_windows, n_ctx, generator=torch.Generator().manual_seed(seed))
 
 
-def train_and_save(name: str, directory: Path, progress: bool = True) -> dict[str, float]:
-    """Rebuild SAE `name` from its recipe into `directory`; return its validation metrics."""
+def train_and_save(name: str, directory: Path, model: nn.Module, progress: bool = True) -> dict[str, float]:
+    """Rebuild SAE `name` from its recipe into `directory`, on `model` (the recipe's
+    `sae.model_name`, which the caller loads); return its validation metrics."""
     from toy_models.data import load_python_corpus
-    from toy_models.pretrained import load_pretrained
 
     recipe = SAE_RECIPES[name]
-    model = load_pretrained(recipe.sae.model_name).requires_grad_(False)
+    model = model.requires_grad_(False)
     started = time.perf_counter()
     acts = collect_activations(
         model, load_python_corpus("train"), recipe.sae.hook_name, recipe.n_train_windows,

@@ -97,7 +97,7 @@ def sparse_features(
 class SuperpositionModel(nn.Module):
     """`n_instances` independent toy models, x' = ReLU(W^T W x + b), trained side by side."""
 
-    importance: Float[Tensor, "features"]
+    importance: Float[Tensor, " features"]
 
     def __init__(self, config: SuperpositionConfig, generator: torch.Generator | None = None):
         super().__init__()
@@ -123,7 +123,7 @@ class SuperpositionModel(nn.Module):
         self,
         x: Float[Tensor, "batch instances features"],
         x_hat: Float[Tensor, "batch instances features"],
-    ) -> Float[Tensor, "instances"]:
+    ) -> Float[Tensor, " instances"]:
         """Importance-weighted squared error: sum over features, mean over batch."""
         weighted_error = self.importance * (x - x_hat) ** 2
         return weighted_error.sum(dim=-1).mean(dim=0)
@@ -251,7 +251,7 @@ def feature_norms(
 
 def n_represented(
     W: Float[Tensor, "instances hidden features"], threshold: float = 0.5
-) -> Int[Tensor, "instances"]:
+) -> Int[Tensor, " instances"]:
     """How many features per instance have a column norm above `threshold`."""
     return (feature_norms(W) > threshold).sum(dim=-1)
 
@@ -274,7 +274,7 @@ def feature_dimensionality(
 
 def dimensions_per_feature(
     W: Float[Tensor, "instances hidden features"],
-) -> Float[Tensor, "instances"]:
+) -> Float[Tensor, " instances"]:
     """n_hidden / ||W||_F^2: roughly hidden dimensions spent per represented feature.
 
     Across a sparsity sweep it starts at 1 (dense: n_hidden features of norm 1), falls,
@@ -286,7 +286,7 @@ def dimensions_per_feature(
 
 def represented_angles(
     W_instance: Float[Tensor, "2 features"], threshold: float = 0.5
-) -> Float[Tensor, "represented"]:
+) -> Float[Tensor, " represented"]:
     """Directions (degrees, sorted, in [0, 360)) of the represented features of a 2D model."""
     if W_instance.shape[0] != 2:
         raise ValueError(f"Angles in a plane need n_hidden = 2, got {W_instance.shape[0]}.")
@@ -297,7 +297,7 @@ def represented_angles(
 
 def angular_gaps(
     W_instance: Float[Tensor, "2 features"], threshold: float = 0.5
-) -> Float[Tensor, "represented"]:
+) -> Float[Tensor, " represented"]:
     """Angles between neighbouring represented directions, going once round the circle."""
     angles = represented_angles(W_instance, threshold)
     if len(angles) == 0:

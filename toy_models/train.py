@@ -18,10 +18,11 @@ from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from toy_models import data
+from toy_models import data, sae, superposition
 from toy_models.checkpoints import SHIPPED_DIR, save_checkpoint
 from toy_models.metrics import induction_scores, logit_diff
 from toy_models.model import Transformer, TransformerConfig, next_token_loss
+from toy_models.pretrained import load_pretrained
 
 BatchSampler = Callable[[torch.Generator], Int[Tensor, "batch pos"]]
 
@@ -244,15 +245,12 @@ def train_transformer(
 def train(name: str, out_dir: Path | None = None, *, progress: bool = True) -> dict[str, float]:
     """Rebuild the named checkpoint from its recipe into `out_dir` (default: the shipped
     folder) and return its headline metrics."""
-    # Imported here to keep the transformer's import light; the superposition models have
-    # their own, much smaller, training loop.
-    from toy_models import sae, superposition
-
     directory = Path(out_dir) if out_dir is not None else SHIPPED_DIR / name
     if name in superposition.SUPERPOSITION_RECIPES:
         return superposition.train_and_save(name, directory, progress=progress)
-    if name in sae.SAE_RECIPES:
-        return sae.train_and_save(name, directory, progress=progress)
+    if name in sae.SAE_RECIPES:  # trained on a shipped transformer's activations
+        model = load_pretrained(sae.SAE_RECIPES[name].sae.model_name)
+        return sae.train_and_save(name, directory, model, progress=progress)
     if name not in TRANSFORMER_JOBS:
         known = sorted([*TRANSFORMER_JOBS, *superposition.SUPERPOSITION_RECIPES, *sae.SAE_RECIPES])
         raise ValueError(f"No recipe named {name!r}. Recipes: {', '.join(known)}.")

@@ -66,9 +66,9 @@ class SparseActivations:
     n_windows: int
     n_pos: int
     d_sae: int
-    token_index: Int[Tensor, "nnz"]
-    feature: Int[Tensor, "nnz"]
-    value: Float[Tensor, "nnz"]
+    token_index: Int[Tensor, " nnz"]
+    feature: Int[Tensor, " nnz"]
+    value: Float[Tensor, " nnz"]
     window_max: Float[Tensor, "window d_sae"]
     window_argmax: Int[Tensor, "window d_sae"]
 
@@ -77,11 +77,11 @@ class SparseActivations:
         return self.n_windows * self.n_pos
 
     @property
-    def window(self) -> Int[Tensor, "nnz"]:
+    def window(self) -> Int[Tensor, " nnz"]:
         return self.token_index.long() // self.n_pos
 
     @property
-    def pos(self) -> Int[Tensor, "nnz"]:
+    def pos(self) -> Int[Tensor, " nnz"]:
         return self.token_index.long() % self.n_pos
 
 
@@ -124,12 +124,12 @@ def sparse_feature_activations(
     )
 
 
-def firing_frequency(acts: SparseActivations) -> Float[Tensor, "d_sae"]:
+def firing_frequency(acts: SparseActivations) -> Float[Tensor, " d_sae"]:
     """The fraction of tokens on which each feature is nonzero."""
     return torch.bincount(acts.feature.long(), minlength=acts.d_sae).float() / acts.n_tokens
 
 
-def max_activation(acts: SparseActivations) -> Float[Tensor, "d_sae"]:
+def max_activation(acts: SparseActivations) -> Float[Tensor, " d_sae"]:
     """Each feature's largest activation; 0 for a feature that never fires."""
     maxima = torch.zeros(acts.d_sae)
     return maxima.scatter_reduce(0, acts.feature.long(), acts.value, reduce="amax", include_self=True)
@@ -170,7 +170,7 @@ def top_activations(acts: SparseActivations, k: int) -> TopActivations:
 
 
 def window_activations(
-    acts: SparseActivations, feature: Int[Tensor, "n"], window: Int[Tensor, "n"], *, chunk_size: int = 2**22
+    acts: SparseActivations, feature: Int[Tensor, " n"], window: Int[Tensor, " n"], *, chunk_size: int = 2**22
 ) -> Float[Tensor, "n pos"]:
     """The dense activations of ``feature[i]`` over every position of ``window[i]``."""
     # Number the requested (feature, window) pairs, then drop each sparse entry into its row.
@@ -240,8 +240,8 @@ class FeatureSummary:
 
     tokens: Int[Tensor, "window pos"]
     acts: SparseActivations
-    frequency: Float[Tensor, "d_sae"]
-    max_activation: Float[Tensor, "d_sae"]
+    frequency: Float[Tensor, " d_sae"]
+    max_activation: Float[Tensor, " d_sae"]
     histogram: Int[Tensor, "d_sae n_bins"]
     top: TopActivations
     logit_effects: Float[Tensor, "d_sae d_vocab"]

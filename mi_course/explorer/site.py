@@ -20,7 +20,11 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from mi_course.explorer.features import (
-    FeatureSummary, promoted_tokens, summarize_features, validation_windows, window_activations,
+    FeatureSummary,
+    promoted_tokens,
+    summarize_features,
+    validation_windows,
+    window_activations,
 )
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -50,7 +54,7 @@ def byte_label(value: int) -> str:
 
 
 def snippet(
-    tokens: Int[Tensor, "pos"], activations: Float[Tensor, "pos"], max_pos: int, *, before: int, after: int
+    tokens: Int[Tensor, " pos"], activations: Float[Tensor, " pos"], max_pos: int, *, before: int, after: int
 ) -> dict:
     """The context around ``max_pos``: up to ``before`` tokens before it and ``after`` after."""
     start, end = max(0, max_pos - before), min(tokens.shape[0], max_pos + after + 1)

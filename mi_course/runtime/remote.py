@@ -2,8 +2,8 @@
 objects as proxies the graders can use as if they were local.
 
     with Zygote() as zygote:
-        sandbox = Sandbox(zygote.address, cells, Limits(), containment, hidden=(...), uid=..., references=[...])
-        with sandbox.exercise("LayerNorm") as LayerNorm:  # a RemoteObject, or None
+        notebook = LearnerNotebook(zygote.address, cells, Limits(), containment, hidden=(...), uid=..., references=[...])
+        with notebook.exercise("LayerNorm") as LayerNorm:  # a RemoteObject, or None
             result = chapter.exercises["LayerNorm"].run(LayerNorm)
 
 A `RemoteObject` forwards calls and attribute reads to the learner's process and returns
@@ -33,21 +33,21 @@ from typing import Any
 
 import torch
 
-from graders.core import LearnerCodeFailed, Verdict, not_attempted_message
-from mi_course.sandbox import Containment, Limits, SandboxHolder, SandboxSetupFailed
-from mi_course.wire import WireError, decode, encode, receive, send
+from mi_course.runtime.containment import Containment, IsolatedView, IsolationFailed, Limits
+from mi_course.runtime.verdicts import LearnerCodeFailed, Verdict
+from mi_course.runtime.wire import WireError, decode, encode, receive, send
 
-__all__ = ["Zygote", "Sandbox", "RemoteObject"]
+__all__ = ["Zygote", "LearnerNotebook", "RemoteObject"]
 
 
 class Zygote:
-    """The process that forks sandboxes (see `mi_course.learner_process`), for one grading run."""
+    """The process that forks sandboxes (see `mi_course.runtime.learner_process`), for one grading run."""
 
     def __init__(self) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="mi-course-zygote-")  # mode 700: the learners' users cannot connect
         self.address = str(Path(self._folder.name) / "zygote.sock")
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "mi_course.learner_process", self.address],
+            [sys.executable, "-m", "mi_course.runtime.learner_process", self.address],
             stdout=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
         if self._process.stdout.readline().strip() != "ready":
@@ -66,7 +66,7 @@ class Zygote:
         self.close()
 
 
-class Sandbox:
+class LearnerNotebook:
     """One learner's notebook, loaded in a contained process, for as long as its student is
     graded: exercises that crash or exit cost themselves only; a process that had to be
     killed is replaced, at most `Limits.reloads` times, within `Limits.student_seconds`."""
@@ -75,7 +75,7 @@ class Sandbox:
                  *, hidden: tuple[Path, ...], uid: int | None, references: list[str]):
         self.zygote_address, self.cells, self.limits, self.containment = zygote_address, cells, limits, containment
         self.hidden, self.uid, self.references = hidden, uid, references
-        self.holder: SandboxHolder | None = None
+        self.view: IsolatedView | None = None
         self.control: socket.socket | None = None  # to the trusted supervisor
         self.connection: socket.socket | None = None  # to the learner's process
         self.cell_errors: list[tuple[int, str]] = []
@@ -99,17 +99,17 @@ class Sandbox:
         self.loads += 1
         try:
             if self.containment.isolated:
-                self.holder = SandboxHolder(as_root=self.containment.as_root, scratch_bytes=self.limits.scratch_bytes,
-                                            hidden=self.hidden)
+                self.view = IsolatedView(as_root=self.containment.as_root, scratch_bytes=self.limits.scratch_bytes,
+                                         hidden=self.hidden)
             self.control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self.control.connect(self.zygote_address)
             send(self.control, {"cells": self.cells, "limits": asdict(self.limits), "uid": self.uid,
-                                "holder_pid": None if self.holder is None else self.holder.pid})
+                                "holder_pid": None if self.view is None else self.view.pid})
             self.control.settimeout(30)
             kind, handles, _, _ = socket.recv_fds(self.control, 1, 1)
             if kind != b"S" or len(handles) != 1:
                 message = receive(self.control, limit=2**20)[0].get("message") if kind == b"F" else "no answer"
-                raise SandboxSetupFailed(str(message))
+                raise IsolationFailed(str(message))
         except (OSError, EOFError, WireError) as error:
             self.stop()
             self.broken = LearnerCodeFailed(Verdict.ERROR, (
@@ -132,9 +132,9 @@ class Sandbox:
         for channel in (self.connection, self.control):
             if channel is not None:
                 channel.close()
-        if self.holder is not None:
-            self.holder.close()  # the sandbox's first process: the kernel kills every other with it
-        self.connection = self.control = self.holder = None
+        if self.view is not None:
+            self.view.close()  # the sandbox's first process: the kernel kills every other with it
+        self.connection = self.control = self.view = None
 
     @contextlib.contextmanager
     def exercise(self, name: str) -> Iterator[RemoteObject | None]:
@@ -181,10 +181,9 @@ class Sandbox:
                 self._answer_callback(callbacks[reply["id"]], reply, reply_tensors)
             elif op == "result":
                 return self._result(reply, reply_tensors)
-            elif op == "error":
-                verdict = Verdict.NOT_ATTEMPTED if reply.get("verdict") == "not attempted" else Verdict.ERROR
-                message = str(reply.get("message", ""))[:5000]
-                raise LearnerCodeFailed(verdict, not_attempted_message(message) if verdict is Verdict.NOT_ATTEMPTED else message)
+            elif op == "error":  # the learner's side may say "not attempted" (a stub), never more
+                verdict = Verdict.NOT_ATTEMPTED if reply.get("verdict") == Verdict.NOT_ATTEMPTED.value else Verdict.ERROR
+                raise LearnerCodeFailed(verdict, str(reply.get("message", ""))[:5000])
             else:
                 self._out_of_step(reply)
 
@@ -230,8 +229,8 @@ class Sandbox:
 
     def _outgoing(self, obj: Any, callbacks: dict[int, Callable]) -> dict:
         if isinstance(obj, RemoteObject):
-            if obj._sandbox is not self:
-                raise WireError("a remote object of another sandbox")
+            if obj._notebook is not self:
+                raise WireError("a remote object of another notebook")
             return {"__remote__": obj._id}
         if callable(obj):
             callbacks[len(callbacks)] = obj
@@ -312,20 +311,20 @@ def _is_cell_error(entry: Any) -> bool:
 class RemoteObject:
     """A learner's class, function or object, living in the learner's process."""
 
-    def __init__(self, sandbox: Sandbox, number: int, kind: str, name: str):
-        self._sandbox, self._id, self.remote_kind, self._name = sandbox, number, kind, name
+    def __init__(self, notebook: LearnerNotebook, number: int, kind: str, name: str):
+        self._notebook, self._id, self.remote_kind, self._name = notebook, number, kind, name
 
     @property
     def __name__(self) -> str:  # noqa: A003 - graders name exercises by the object's __name__
         return self._name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._sandbox.call(self._id, args, kwargs)
+        return self._notebook.call(self._id, args, kwargs)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        return self._sandbox.getattr(self._id, name)
+        return self._notebook.getattr(self._id, name)
 
     def __repr__(self) -> str:
         return f"<learner's {self.remote_kind} {self._name}>"

@@ -1,8 +1,7 @@
 """Running a learner's notebook code, and saying where in it something went wrong.
 
 Shared by the in-process checks (`check(...)` in a notebook, `mi-course check`) and by
-the sandboxed grader's learner process, which cannot import `graders`: this module
-imports nothing of the course's grading.
+the sandboxed grader's learner process, which cannot import `graders`.
 """
 
 from __future__ import annotations
@@ -18,6 +17,8 @@ from types import TracebackType
 from typing import Any
 
 from IPython.core.inputtransformer2 import TransformerManager
+
+from mi_course.runtime.paths import package_dirs
 
 __all__ = ["new_namespace", "run_cell", "describe_error", "stub_name"]
 
@@ -59,12 +60,11 @@ def run_cell(source: str, namespace: dict[str, Any], filename: str) -> None:
 
 # Python's, torch's and the course's own code live in these folders; code anywhere else
 # (a notebook cell, the learner's own module) is the learner's.
-_COURSE_DIR = Path(__file__).resolve().parent.parent
 _NOT_LEARNER_DIRS = tuple(
-    str(Path(directory).resolve())
+    str(directory)
     for directory in (
-        *{sysconfig.get_paths()[key] for key in ("stdlib", "purelib", "platlib")},
-        *(_COURSE_DIR / package for package in ("graders", "mi_course", "toy_models")),
+        *{Path(sysconfig.get_paths()[key]).resolve() for key in ("stdlib", "purelib", "platlib")},
+        *(found for package in ("graders", "mi_course", "toy_models") for found in package_dirs(package)),
     )
 )
 

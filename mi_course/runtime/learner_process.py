@@ -2,13 +2,13 @@
 
 Four kinds of process, each forked from the one before:
 
-* the **zygote**, started once per grading run (`python -m mi_course.learner_process
+* the **zygote**, started once per grading run (`python -m mi_course.runtime.learner_process
   SOCKET`): it imports torch, TransformerLens and `toy_models` once, then waits on a
   Unix socket that only the grader can reach. Each connection asks for a sandbox; the
   zygote forks a supervisor for it. It never imports `graders` or `solutions`, so nothing
   it forks holds the references or the hidden tests in memory.
 * a **supervisor** per sandbox (trusted): it joins the namespaces bubblewrap made for the
-  sandbox (`mi_course.sandbox.enter`), forks the learner's process into them, and tells
+  sandbox (`mi_course.runtime.containment.enter`), forks the learner's process into them, and tells
   the grader, on the connection it came with, how that process ended. It stays outside
   the learner's process tree, so the learner's code can neither see nor signal it, and
   the connection it speaks on is never open in the learner's process.
@@ -39,12 +39,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mi_course.learner_code import describe_error, new_namespace, run_cell, stub_name
-from mi_course.sandbox import (
-    SCRATCH, Limits, SandboxSetupFailed, apply_limits, end_processes, enter, limit_cpu, make_workdir,
+import torch
+
+from mi_course.runtime.containment import (
+    SCRATCH,
+    IsolationFailed,
+    Limits,
+    apply_limits,
+    end_processes,
+    enter,
+    limit_cpu,
+    make_workdir,
     remove_workdir,
 )
-from mi_course.wire import WireError, decode, encode, receive, send
+from mi_course.runtime.learner_code import describe_error, new_namespace, run_cell, stub_name
+from mi_course.runtime.verdicts import LearnerCodeFailed, Verdict, not_attempted_message
+from mi_course.runtime.wire import WireError, decode, encode, receive, send
 
 __all__ = ["PRELOAD", "zygote"]
 
@@ -52,6 +62,7 @@ __all__ = ["PRELOAD", "zygote"]
 PRELOAD = (
     "torch", "einops", "jaxtyping", "numpy", "matplotlib.pyplot", "tqdm.auto", "transformer_lens",
     "transformer_lens.patching", "toy_models", "toy_models.data", "toy_models.train", "toy_models.metrics",
+    "multiprocessing.synchronize",  # tqdm's lock, made with the first progress bar
 )
 #: The grader's requests are small; a learner's answers are bounded by `Limits.output_bytes`.
 REQUEST_BYTES = 2**31
@@ -64,8 +75,6 @@ def zygote(address: str) -> None:
     os.environ["MPLBACKEND"] = "Agg"
     for module in PRELOAD:
         importlib.import_module(module)
-    import torch
-
     torch.set_num_threads(1)  # one grading worker per core; and a forked thread pool would hang
     # An optimizer's first step imports torch._dynamo, for seconds: pay that here, once,
     # not in every exercise process.
@@ -96,7 +105,7 @@ def _supervise(control: socket.socket) -> None:
         if holder is not None:
             enter(holder, as_root=uid is not None)
         workdir = SCRATCH if holder is not None else make_workdir(uid)
-    except (OSError, SandboxSetupFailed) as error:
+    except (OSError, IsolationFailed) as error:
         control.sendall(b"F")
         send(control, {"op": "setup_failed", "message": str(error)[:500]})
         return
@@ -182,8 +191,6 @@ def _learner(connection: socket.socket, cells: list, limits: Limits, uid: int | 
 def _reset_torch_globals() -> None:
     """Grade as the in-process checks do: a notebook's `torch.set_grad_enabled(False)` at
     the top is for its own cells, not for the grader's calls."""
-    import torch
-
     torch.set_grad_enabled(True)
     torch.set_default_dtype(torch.float32)
     torch.set_num_threads(1)
@@ -215,7 +222,7 @@ class _Callback:
     asks the grader. Gradients flow through it: when its arguments require grad, the grader
     sends back, with the value, the value's gradient with respect to each of them."""
 
-    def __init__(self, exercise: "_Exercise", callback_id: int):
+    def __init__(self, exercise: _Exercise, callback_id: int):
         self._exercise, self._id = exercise, callback_id
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -225,25 +232,17 @@ class _Callback:
         return _ComputedByGrader.apply(value, gradients, *inputs)
 
 
-def _computed_by_grader() -> type:
-    import torch
+class _ComputedByGrader(torch.autograd.Function):
+    """`value`, as a function of `inputs` whose gradients the grader has worked out."""
 
-    class ComputedByGrader(torch.autograd.Function):
-        """`value`, as a function of `inputs` whose gradients the grader has worked out."""
+    @staticmethod
+    def forward(ctx: Any, value: Any, gradients: list, *inputs: Any) -> Any:
+        ctx.gradients = gradients
+        return value.clone()
 
-        @staticmethod
-        def forward(ctx: Any, value: Any, gradients: list, *inputs: Any) -> Any:
-            ctx.gradients = gradients
-            return value.clone()
-
-        @staticmethod
-        def backward(ctx: Any, grad_output: Any) -> tuple:
-            return (None, None, *(grad_output * gradient for gradient in ctx.gradients))
-
-    return ComputedByGrader
-
-
-_ComputedByGrader = _computed_by_grader()
+    @staticmethod
+    def backward(ctx: Any, grad_output: Any) -> tuple:
+        return (None, None, *(grad_output * gradient for gradient in ctx.gradients))
 
 
 class _Exercise:
@@ -277,10 +276,10 @@ class _Exercise:
                     args, kwargs = decode(request["arguments"], tensors, self.resolve, accept_modules=True)
                     result = self.run_learner_code(target, args, kwargs)
                 self.reply({"op": "result", "value": _listed(result)})
-            except _LearnerFailed as failed:
-                self.reply({"op": "error", "verdict": failed.verdict, "message": failed.message})
+            except LearnerCodeFailed as failed:
+                self.reply({"op": "error", "verdict": failed.verdict.value, "message": failed.message})
             except BaseException as error:  # noqa: BLE001 - a learner's attribute or result that cannot travel
-                self.reply({"op": "error", "verdict": "error", "message": _describe(error)})
+                self.reply({"op": "error", "verdict": Verdict.ERROR.value, "message": _describe(error)})
 
     def run_learner_code(self, target: Callable, args: list, kwargs: dict) -> Any:
         output = io.StringIO()
@@ -290,13 +289,13 @@ class _Exercise:
         except NotImplementedError as error:
             stub = stub_name(error)
             if stub is None:
-                raise _LearnerFailed("error", describe_error(error)) from None
-            raise _LearnerFailed("not attempted", stub) from None
+                raise LearnerCodeFailed(Verdict.ERROR, describe_error(error)) from None
+            raise LearnerCodeFailed(Verdict.NOT_ATTEMPTED, not_attempted_message(stub)) from None
         except SystemExit as error:
-            raise _LearnerFailed("error", f"Your code called sys.exit({error.code!r}); "
+            raise LearnerCodeFailed(Verdict.ERROR, f"Your code called sys.exit({error.code!r}); "
                                           "a function should return its answer, not end the program.") from None
         except BaseException as error:  # noqa: BLE001 - reported to the grader
-            raise _LearnerFailed("error", _describe(error)) from None
+            raise LearnerCodeFailed(Verdict.ERROR, _describe(error)) from None
 
     def reply(self, header: dict) -> None:
         if os.getpid() != self.pid:  # a copy of this process, forked by the learner's code, does not speak for it
@@ -336,8 +335,6 @@ class _Exercise:
         if number is None:
             number = self.ids[id(obj)] = len(self.objects)
             self.objects[number] = obj
-        import torch
-
         kind = ("class" if isinstance(obj, type) else "module" if isinstance(obj, torch.nn.Module)
                 else "function" if callable(obj) else "object")
         name = getattr(obj, "__name__", type(obj).__name__)
@@ -351,8 +348,6 @@ class _Exercise:
     def call_back(self, callback_id: int, args: tuple, kwargs: dict) -> tuple[Any, list, list]:
         """The grader's function's value on these arguments; the arguments that require grad
         (if grad is enabled) and the value's gradients with respect to them."""
-        import torch
-
         differentiable: list = []
         structure, tensors = encode([list(args), kwargs], self.reference, limit=self.limits.output_bytes,
                                     differentiable=differentiable if torch.is_grad_enabled() else None)
@@ -367,12 +362,6 @@ class _Exercise:
         return value, [tensor for _, tensor in differentiable], gradients
 
 
-class _LearnerFailed(Exception):
-    def __init__(self, verdict: str, message: str):
-        super().__init__(message)
-        self.verdict, self.message = verdict, message
-
-
 def _describe(error: BaseException) -> str:
     if isinstance(error, WireError):
         return f"Your answer could not be sent back to the grader: {error}"
@@ -384,7 +373,7 @@ def _attribute(target: Any, name: str) -> Any:
         return getattr(target, name)
     except AttributeError as error:
         if error.__traceback__.tb_next is None:  # not raised by the learner's own code (a property, say)
-            raise _LearnerFailed("error", f"Your code raised AttributeError: {error}") from None
+            raise LearnerCodeFailed(Verdict.ERROR, f"Your code raised AttributeError: {error}") from None
         raise
 
 

@@ -16,7 +16,7 @@ Two layers, set up before any learner code runs and impossible for it to undo:
    no core dumps, and CPU time for each exercise.
 
 bubblewrap builds the view and holds its namespaces open with a process that only
-sleeps (`SandboxHolder`); the grader's pre-imported zygote forks a process that joins
+sleeps (`IsolatedView`); the grader's pre-imported zygote forks a process that joins
 those namespaces (`enter`) and starts the learner's process inside them, so that torch
 is imported once per grading run, not once per student. When the sandbox ends, its first
 process dies, and the kernel kills every process left in its process tree.
@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
-import importlib.util
 import json
 import os
 import resource
@@ -46,12 +45,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mi_course.runtime.paths import REPO_ROOT, package_dirs
+
 __all__ = [
-    "Limits", "Containment", "SandboxHolder", "SandboxSetupFailed", "detect_containment", "enter", "apply_limits",
+    "Limits", "Containment", "IsolatedView", "IsolationFailed", "detect_containment", "enter", "apply_limits",
     "limit_cpu", "make_workdir", "remove_workdir", "end_processes",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The course's packages a notebook imports; everything else of the repository stays out of the view.
 VISIBLE_PACKAGES = ("toy_models", "mi_course")
 HIDDEN_PACKAGES = ("graders", "solutions", "tests")
@@ -105,7 +105,7 @@ class Containment:
         return f"resource limits only ({self.reason})"
 
 
-class SandboxSetupFailed(OSError):
+class IsolationFailed(OSError):
     """bubblewrap could not build a sandbox: the grader's machine, not the learner, is at fault."""
 
 
@@ -115,8 +115,8 @@ def detect_containment() -> Containment:
         return Containment("limits only", "bubblewrap is not installed (apt-get install bubblewrap)")
     as_root = os.geteuid() == 0
     try:
-        SandboxHolder(as_root=as_root, scratch_bytes=2**20).close()
-    except SandboxSetupFailed as error:
+        IsolatedView(as_root=as_root, scratch_bytes=2**20).close()
+    except IsolationFailed as error:
         return Containment("limits only", f"bubblewrap could not build a sandbox: {error}")
     return Containment("isolated as root" if as_root else "isolated")
 
@@ -156,20 +156,15 @@ def _allowed_paths() -> list[Path]:
     etc = [Path("/etc") / name for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "fonts",
                                              "localtime", "mime.types")]
     python = [Path(sys.base_prefix), Path(sys.prefix), *map(Path, site.getsitepackages())]
-    packages = [Path(location) for name in VISIBLE_PACKAGES
-                for location in importlib.util.find_spec(name).submodule_search_locations]
+    packages = [location for name in VISIBLE_PACKAGES for location in package_dirs(name)]
     return [path.resolve() for path in (*system, *etc, *python, *packages) if path.exists()]
 
 
 def _hidden_course_paths() -> list[Path]:
     """The course's packages that hold references and hidden tests, wherever installed,
     and the repository's own folders that no notebook needs."""
-    found = [REPO_ROOT / name for name in (".git", "tests", "instructor", "course", "bench", "solutions", "graders")]
-    for name in HIDDEN_PACKAGES:
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.submodule_search_locations:
-            found += map(Path, spec.submodule_search_locations)
-    return found
+    checkout = [REPO_ROOT / name for name in (".git", "tests", "instructor", "course", "bench", "solutions", "graders")]
+    return [*checkout, *(location for name in HIDDEN_PACKAGES for location in package_dirs(name))]
 
 
 def _bindable(path: Path, denied: set[Path]) -> list[Path]:
@@ -182,7 +177,7 @@ def _bindable(path: Path, denied: set[Path]) -> list[Path]:
     return [source for entry in sorted(path.iterdir()) for source in _bindable(entry, denied)]
 
 
-class SandboxHolder:
+class IsolatedView:
     """One sandbox's namespaces and view, made by bubblewrap and held open by a process
     that only sleeps, as the first process of the sandbox's process tree: killing it (or
     the grader that started it) ends every process in the sandbox."""
@@ -201,7 +196,7 @@ class SandboxHolder:
         except (ValueError, KeyError, TypeError, OSError):
             self.close()
             message = self.process.stderr.read().decode(errors="replace").strip() or "no reason given"
-            raise SandboxSetupFailed(message[:500]) from None
+            raise IsolationFailed(message[:500]) from None
         finally:
             os.close(read_info)
 
@@ -248,7 +243,7 @@ def enter(holder_pid: int, *, as_root: bool) -> None:
             owner = fcntl.ioctl(handles["mnt"], NS_GET_USERNS)
             try:
                 if os.fstat(owner).st_ino == os.fstat(handles["user"]).st_ino:
-                    raise SandboxSetupFailed("bubblewrap gave the sandbox no user namespace of its own")
+                    raise IsolationFailed("bubblewrap gave the sandbox no user namespace of its own")
                 _setns(owner)
             finally:
                 os.close(owner)
@@ -274,7 +269,7 @@ def _setns(fd: int) -> None:
     # os.setns arrives in Python 3.12; the course supports 3.11.
     if _libc.setns(fd, 0) != 0:
         errno = ctypes.get_errno()
-        raise SandboxSetupFailed(errno, f"setns: {os.strerror(errno)}")
+        raise IsolationFailed(errno, f"setns: {os.strerror(errno)}")
 
 
 # --------------------------------------------------------------------------- limits

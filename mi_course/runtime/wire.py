@@ -9,7 +9,7 @@ never run code or import a module the grader did not already trust.
 Objects that cannot travel as data stay where they are and travel as references:
 
 * in the sandbox, a learner's class, function or module instance becomes a *remote*
-  reference (`{"__remote__": id}`), which the grader calls through `mi_course.remote`;
+  reference (`{"__remote__": id}`), which the grader calls through `mi_course.runtime.remote`;
 * in the grader, a callable passed to learner code (a metric, say) becomes a *callback*
   (`{"__callback__": id}`), which the sandbox calls back, so that it runs in the grader.
 
