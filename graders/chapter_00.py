@@ -14,7 +14,8 @@ import it: each exercise names its equivalent there as `forbidden`, so that in
 `mi-course grade` code which is, inherits from, wraps or calls it earns nothing.
 
 Every grader takes `seed` (the random weights and inputs) and `config` (a key of
-`CONFIGS`); the notebook's hidden tests use another seed and odd model shapes.
+`CONFIGS`, or a `TransformerConfig`); the notebook's hidden tests use another seed and odd
+model shapes.
 """
 
 import copy
@@ -29,12 +30,12 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
-from graders.core import Chapter, compare_tensors, load_reference_weights, looks_like
+from graders.core import Chapter, Mistake, compare_tensors, load_reference_weights, looks_like
 from solutions import transformer_from_scratch as reference
 from toy_models import TransformerConfig
 from toy_models import model as course_model
 
-CHAPTER = Chapter("00_transformer_from_scratch")
+CHAPTER = Chapter("00_transformer_from_scratch", glossary={"config": lambda config: shapes(config_of(config))})
 
 CONFIGS = {
     "small": TransformerConfig(n_layers=2, d_model=32, n_heads=4, d_vocab=50, n_ctx=16, d_mlp=64),
@@ -43,6 +44,19 @@ CONFIGS = {
     "odd_shapes": TransformerConfig(n_layers=3, d_model=20, n_heads=5, d_head=6, d_vocab=37, n_ctx=11, d_mlp=28),
 }
 VARIANTS = ({}, {"seed": 1, "config": "odd_shapes"})
+
+#: A key of CONFIGS, or any configuration (the tests draw them at random).
+Config = str | TransformerConfig
+
+
+def config_of(config: Config) -> TransformerConfig:
+    return CONFIGS[config] if isinstance(config, str) else config
+
+
+def shapes(cfg: TransformerConfig) -> str:
+    """A configuration's sizes, as a failure message names them: "n_layers=3, d_model=20, ..."."""
+    return ", ".join(f"{name}={getattr(cfg, name)}" for name in ("n_layers", "d_model", "n_heads", "d_head", "d_vocab",
+                                                                  "n_ctx", "d_mlp"))
 
 # Any score at or below this counts as masked: -inf, or a large negative number such as
 # -1e5, which softmax turns into a weight of exactly 0 in float32.
@@ -74,7 +88,7 @@ def learner_module(learner_class: type, cfg: TransformerConfig, ref: nn.Module) 
 def sizes(cfg: TransformerConfig) -> list[tuple[str, int, int]]:
     """(description, batch, pos): a random batch, then the edge cases."""
     return [
-        ("a random batch of shape (batch=2, pos=7)", 2, 7),
+        (f"a random batch of shape (batch=2, pos={min(7, cfg.n_ctx)})", 2, min(7, cfg.n_ctx)),
         ("one sequence of one token", 1, 1),
         (f"3 sequences of the full context length n_ctx={cfg.n_ctx}", 3, cfg.n_ctx),
     ]
@@ -135,8 +149,8 @@ def layer_norm_with(x: Tensor, ln: reference.LayerNorm, *, dim: int = -1, unbias
          "then scale by w and shift by b.",
 )
 @torch.no_grad()
-def grade_layer_norm(LayerNorm: type, *, seed: int = 0, config: str = "small") -> None:
-    cfg = CONFIGS[config]
+def grade_layer_norm(LayerNorm: type, *, seed: int = 0, config: Config = "small") -> None:
+    cfg = config_of(config)
     ref = with_random_weights(reference.LayerNorm(cfg), seed)
     learner = learner_module(LayerNorm, cfg, ref)
     generator = torch.Generator().manual_seed(seed)
@@ -171,8 +185,8 @@ def grade_layer_norm(LayerNorm: type, *, seed: int = 0, config: str = "small") -
     hint="Each token id picks a row of W_E: index W_E with the tokens tensor.",
 )
 @torch.no_grad()
-def grade_embed(Embed: type, *, seed: int = 0, config: str = "small") -> None:
-    cfg = CONFIGS[config]
+def grade_embed(Embed: type, *, seed: int = 0, config: Config = "small") -> None:
+    cfg = config_of(config)
     ref = with_random_weights(reference.Embed(cfg), seed)
     learner = learner_module(Embed, cfg, ref)
     generator = torch.Generator().manual_seed(seed)
@@ -191,8 +205,8 @@ def grade_embed(Embed: type, *, seed: int = 0, config: str = "small") -> None:
          "it over the batch (einops.repeat).",
 )
 @torch.no_grad()
-def grade_pos_embed(PosEmbed: type, *, seed: int = 0, config: str = "small") -> None:
-    cfg = CONFIGS[config]
+def grade_pos_embed(PosEmbed: type, *, seed: int = 0, config: Config = "small") -> None:
+    cfg = config_of(config)
     ref = with_random_weights(reference.PosEmbed(cfg), seed)
     learner = learner_module(PosEmbed, cfg, ref)
     generator = torch.Generator().manual_seed(seed)
@@ -221,11 +235,15 @@ def grade_pos_embed(PosEmbed: type, *, seed: int = 0, config: str = "small") -> 
          "torch.triu(..., diagonal=1)) to float('-inf'), and return the result.",
 )
 @torch.no_grad()
-def grade_causal_mask(apply_causal_mask: Callable[[Tensor], Tensor], *, seed: int = 0, config: str = "small") -> None:
-    cfg = CONFIGS[config]
+def grade_causal_mask(apply_causal_mask: Callable[[Tensor], Tensor], *, seed: int = 0, config: Config = "small") -> None:
+    cfg = config_of(config)
     generator = torch.Generator().manual_seed(seed)
-    for description, batch, pos in sizes(cfg):
-        scores = 3 * torch.randn(batch, cfg.n_heads, pos, pos, generator=generator)
+    # First, scores of spread 1000: a key "masked" with -1000 would outscore the keys it is
+    # hidden among, so only -inf (or a far more negative number) masks them whatever their size.
+    cases = [("a random batch of shape (batch=2, pos=7), as large as a few thousand", 1000.0, 2, 7)]
+    cases += [(description, 3.0, batch, pos) for description, batch, pos in sizes(cfg)]
+    for description, spread, batch, pos in cases:
+        scores = spread * torch.randn(batch, cfg.n_heads, pos, pos, generator=generator)
         actual = apply_causal_mask(scores.clone())
         if isinstance(actual, Tensor) and actual.is_floating_point():
             actual = actual.masked_fill(actual <= MASKED, float("-inf"))  # any very negative value will do
@@ -234,33 +252,74 @@ def grade_causal_mask(apply_causal_mask: Callable[[Tensor], Tensor], *, seed: in
             return lambda: scores.masked_fill(mask, float("-inf"))
 
         square = torch.ones(pos, pos, dtype=torch.bool)
+        future = square.triu(diagonal=1)
+        constant = masked_constant(actual, future)
         compare_tensors(actual, reference.apply_causal_mask(scores), what=f"apply_causal_mask output for scores of {description}", mistakes=[
             (looks_like(lambda: scores),
              "nothing was masked. masked_fill returns a new tensor: return it (or use masked_fill_)."),
             (looks_like(masking(square.triu(diagonal=0))),
              "you also masked the diagonal: a position must be able to attend to itself (use diagonal=1)."),
+            (looks_like(masking(square.triu(diagonal=2))),
+             "off by one: you left the key just after each query (key_pos = query_pos + 1) unmasked, so every "
+             "position can read the next token, its answer. triu(diagonal=2) starts one diagonal too high: use diagonal=1."),
             (looks_like(masking(square.tril(diagonal=-1))),
              "you masked the past and kept the future: the scores to hide are those with key_pos > query_pos (triu)."),
-            (lambda actual: pos > 1 and bool((actual[..., square.triu(diagonal=1)] == 0).all()),
+            (lambda actual: constant == 0,
              "you set the masked scores to 0, but exp(0) = 1: they would still get weight after the softmax. "
              "Use float('-inf')."),
+            (lambda actual: constant is not None, finite_mask_message(constant, scores)),
         ])
+
+
+def finite_mask_message(constant: float | None, scores: Tensor) -> str:
+    """Why a finite mask value such as -1000 is not a mask, shown on the scores at hand."""
+    constant, lowest = constant or 0.0, scores.min().item()
+    shown = (f"some scores here are below {lowest:.0f}, so the masked keys, the future, outscore keys a query may "
+             "read and take their weight after the softmax" if constant > lowest else
+             f"a query whose real scores are all below {constant:g} would give the masked keys, the future, all its weight")
+    return (f"you set the masked scores to {constant:g}, a finite number. A masked key must get weight 0 whatever the "
+            f"real scores are, and they have no lower bound: {shown}. Use float('-inf'), which softmax turns into a "
+            "weight of exactly 0.")
+
+
+def masked_constant(actual: object, future: Tensor) -> float | None:
+    """The one finite number a learner wrote into every masked score (0, -1000, ...), if
+    there is one; None otherwise."""
+    if not (isinstance(actual, Tensor) and actual.shape[-2:] == future.shape and future.any()):
+        return None
+    masked = actual[..., future]
+    first = masked.flatten()[0]
+    return first.item() if bool(first.isfinite() and (masked == first).all()) else None
 
 
 # --------------------------------------------------------------------------- attention
 
 @CHAPTER.exercise(
     "Attention", points=3, reference=reference.Attention, forbidden=(course_model.Attention,), variants=VARIANTS,
+    uses=("apply_causal_mask",),
     hint="q, k, v = x @ W + b per head; scores = q.k / sqrt(d_head); apply_causal_mask; softmax over "
          "the key axis (dim=-1); z = pattern-weighted sum of v; output = sum over heads of z @ W_O, plus b_O.",
 )
 @torch.no_grad()
-def grade_attention(Attention: type, *, seed: int = 0, config: str = "small") -> None:
-    cfg = CONFIGS[config]
+def grade_attention(Attention: type, *, seed: int = 0, config: Config = "small") -> None:
+    cfg = config_of(config)
     ref = with_random_weights(reference.Attention(cfg), seed)
     learner = learner_module(Attention, cfg, ref)
     generator = torch.Generator().manual_seed(seed)
-    d_head = cfg.d_head
+    for description, batch, pos in sizes(cfg):
+        x = torch.randn(batch, pos, cfg.d_model, generator=generator)
+        compare_tensors(learner(x), ref(x), what=f"Attention output for {description}",
+                        mistakes=attention_mistakes(ref, x, learner, generator))
+
+
+def attention_mistakes(ref: reference.Attention, x: Tensor, learner: Callable[[Tensor], Tensor],
+                       generator: torch.Generator) -> list[Mistake]:
+    """What each common mistake in Attention gives on `x`: the reference with one
+    intermediate value edited through its hook points."""
+    cfg, d_head = ref.cfg, ref.cfg.d_head
+    changed_last = x.clone()
+    changed_last[:, -1] = torch.randn(x.shape[0], cfg.d_model, generator=generator)
+    expected = ref(x)
 
     def reference_with(*edits: tuple[HookPoint, Callable[[Tensor], Tensor]]) -> Callable[[], Tensor]:
         def run() -> Tensor:
@@ -268,36 +327,40 @@ def grade_attention(Attention: type, *, seed: int = 0, config: str = "small") ->
                 return ref(x)
         return run
 
+    def rescaled(divisor: float) -> Callable[[], Tensor]:
+        return reference_with((ref.hook_attn_scores, lambda s: s * math.sqrt(d_head) / divisor))
+
     scores = {}
 
     def keep_scores(value: Tensor) -> Tensor:
         scores["masked"] = value
         return value
 
-    for description, batch, pos in sizes(cfg):
-        x = torch.randn(batch, pos, cfg.d_model, generator=generator)
-        changed_last = x.clone()
-        changed_last[:, -1] = torch.randn(batch, cfg.d_model, generator=generator)
-        expected = ref(x)
-        compare_tensors(learner(x), expected, what=f"Attention output for {description}", mistakes=[
-            (has_nan_or_inf,
-             "your output contains NaN or inf. Is the mask applied to the scores before the softmax? "
-             "Masking the pattern afterwards multiplies the values by -inf."),
-            (looks_like(reference_with((ref.hook_attn_scores, lambda s: s * math.sqrt(d_head)))),
-             "you did not divide the scores by sqrt(d_head)."),
-            (looks_like(reference_with((ref.hook_attn_scores, lambda s: s * math.sqrt(d_head) / math.sqrt(cfg.d_model)))),
-             "you divided the scores by sqrt(d_model); divide by sqrt(d_head), the length of q and k."),
-            (looks_like(reference_with((ref.hook_attn_scores, lambda s: s * math.sqrt(d_head) / d_head))),
-             "you divided the scores by d_head; divide by its square root."),
-            (looks_like(reference_with((ref.hook_attn_scores, keep_scores),
-                                       (ref.hook_pattern, lambda p: scores["masked"].softmax(dim=-2)))),
-             "you took the softmax over the query axis; each query's weights over the keys must sum to 1: "
-             "softmax over key_pos (dim=-1)."),
-            (looks_like(lambda: expected - ref.b_O), "you forgot to add the output bias b_O."),
-            (leaks_future(learner, x, changed_last),
-             "changing only the last position's input changed your output at earlier positions: attention "
-             "reads the future. Apply apply_causal_mask to the scores before the softmax."),
-        ])
+    assumed = cfg.d_model // cfg.n_heads
+    return [
+        (lambda actual: not actual[:, 0].isfinite().all() and actual[:, 1:].isfinite().all(),
+         "your output is NaN at the first position only. The first query can see one key, itself: a mask that "
+         "also hides the diagonal leaves its row of scores all -inf, and a softmax over nothing but -inf is "
+         "0 / 0 = NaN. Mask only the keys after each query, key_pos > query_pos (triu(diagonal=1))."),
+        (has_nan_or_inf,
+         "your output contains NaN or inf. Is the mask applied to the scores before the softmax? "
+         "Masking the pattern afterwards multiplies the values by -inf."),
+        (looks_like(rescaled(1.0)), "you did not divide the scores by sqrt(d_head)."),
+        (looks_like(rescaled(math.sqrt(cfg.d_model))),
+         "you divided the scores by sqrt(d_model); divide by sqrt(d_head), the length of q and k."),
+        (looks_like(rescaled(math.sqrt(assumed))),  # when d_head is d_model // n_heads, the right answer: never matched
+         f"you divided the scores by sqrt(d_model // n_heads) = sqrt({assumed}); in this configuration d_head = "
+         f"{d_head}, unlike d_model / n_heads: divide by sqrt(cfg.d_head)."),
+        (looks_like(rescaled(d_head)), "you divided the scores by d_head; divide by its square root."),
+        (looks_like(reference_with((ref.hook_attn_scores, keep_scores),
+                                   (ref.hook_pattern, lambda p: scores["masked"].softmax(dim=-2)))),
+         "you took the softmax over the query axis; each query's weights over the keys must sum to 1: "
+         "softmax over key_pos (dim=-1)."),
+        (looks_like(lambda: expected - ref.b_O), "you forgot to add the output bias b_O."),
+        (leaks_future(learner, x, changed_last),
+         "changing only the last position's input changed your output at earlier positions: attention "
+         "reads the future. Apply apply_causal_mask to the scores before the softmax."),
+    ]
 
 
 # --------------------------------------------------------------------------- MLP
@@ -307,8 +370,8 @@ def grade_attention(Attention: type, *, seed: int = 0, config: str = "small") ->
     hint="x @ W_in + b_in, then GELU (F.gelu, the exact one), then @ W_out + b_out.",
 )
 @torch.no_grad()
-def grade_mlp(MLP: type, *, seed: int = 0, config: str = "small") -> None:
-    cfg = CONFIGS[config]
+def grade_mlp(MLP: type, *, seed: int = 0, config: Config = "small") -> None:
+    cfg = config_of(config)
     ref = with_random_weights(reference.MLP(cfg), seed)
     learner = learner_module(MLP, cfg, ref)
     generator = torch.Generator().manual_seed(seed)
@@ -332,6 +395,9 @@ def grade_mlp(MLP: type, *, seed: int = 0, config: str = "small") -> None:
             (looks_like(reference_with_activation(F.relu)), "you used ReLU; this model's activation is GELU (F.gelu)."),
             (looks_like(reference_with_activation(lambda pre: F.gelu(pre, approximate="tanh"))),
              "you used GELU's tanh approximation (GPT-2's 'gelu_new'); use the exact F.gelu."),
+            (looks_like(reference_with_activation(lambda pre: pre * torch.sigmoid(1.702 * pre))),
+             "you used GELU's sigmoid approximation, x * sigmoid(1.702 x); use the exact GELU, x * Phi(x) with Phi "
+             "the standard normal's CDF: F.gelu."),
             (looks_like(reference_with_activation(lambda pre: pre)), "you applied no activation: without it the MLP is linear."),
             (looks_like(lambda: expected - ref.b_out), "you forgot to add the output bias b_out."),
         ])
@@ -341,12 +407,12 @@ def grade_mlp(MLP: type, *, seed: int = 0, config: str = "small") -> None:
 
 @CHAPTER.exercise(
     "TransformerBlock", points=2, reference=reference.TransformerBlock,
-    forbidden=(course_model.TransformerBlock,), variants=VARIANTS,
+    forbidden=(course_model.TransformerBlock,), variants=VARIANTS, uses=("LayerNorm", "Attention", "MLP"),
     hint="resid_mid = resid + attn(ln1(resid)); then (unless cfg.attn_only) resid_mid + mlp(ln2(resid_mid)).",
 )
 @torch.no_grad()
-def grade_block(TransformerBlock: type, *, seed: int = 0, config: str = "small") -> None:
-    for cfg in (CONFIGS[config], dataclasses.replace(CONFIGS[config], d_mlp=None)):
+def grade_block(TransformerBlock: type, *, seed: int = 0, config: Config = "small") -> None:
+    for cfg in (config_of(config), dataclasses.replace(config_of(config), d_mlp=None)):
         kind = "attention-only block (cfg.d_mlp=None)" if cfg.attn_only else "block"
         ref = with_random_weights(reference.TransformerBlock(cfg), seed)
         learner = learner_module(TransformerBlock, cfg, ref)
@@ -387,8 +453,8 @@ def grade_block(TransformerBlock: type, *, seed: int = 0, config: str = "small")
     hint="logits = x @ W_U + b_U; no softmax: the loss function takes logits.",
 )
 @torch.no_grad()
-def grade_unembed(Unembed: type, *, seed: int = 0, config: str = "small") -> None:
-    cfg = CONFIGS[config]
+def grade_unembed(Unembed: type, *, seed: int = 0, config: Config = "small") -> None:
+    cfg = config_of(config)
     ref = with_random_weights(reference.Unembed(cfg), seed)
     learner = learner_module(Unembed, cfg, ref)
     generator = torch.Generator().manual_seed(seed)
@@ -407,12 +473,13 @@ def grade_unembed(Unembed: type, *, seed: int = 0, config: str = "small") -> Non
 @CHAPTER.exercise(
     "DemoTransformer", points=2, reference=reference.DemoTransformer,
     forbidden=(course_model.Transformer,), variants=VARIANTS,
+    uses=("Embed", "PosEmbed", "TransformerBlock", "LayerNorm", "Unembed"),
     hint="resid = embed(tokens) + pos_embed(tokens); resid = block(resid) for each block; "
          "logits = unembed(ln_final(resid)). check() each piece first: this grader uses yours.",
 )
 @torch.no_grad()
-def grade_transformer(DemoTransformer: type, *, seed: int = 0, config: str = "small") -> None:
-    for cfg in (CONFIGS[config], dataclasses.replace(CONFIGS[config], d_mlp=None)):
+def grade_transformer(DemoTransformer: type, *, seed: int = 0, config: Config = "small") -> None:
+    for cfg in (config_of(config), dataclasses.replace(config_of(config), d_mlp=None)):
         kind = "attention-only model (cfg.d_mlp=None)" if cfg.attn_only else "model"
         ref = with_random_weights(reference.DemoTransformer(cfg), seed)
         learner = learner_module(DemoTransformer, cfg, ref)
@@ -434,9 +501,11 @@ def grade_transformer(DemoTransformer: type, *, seed: int = 0, config: str = "sm
             embedded = ref.embed(tokens) + ref.pos_embed(tokens)
             expected = ref(tokens)
             compare_tensors(learner(tokens), expected, what=f"Logits of the {kind} for {description}", mistakes=[
+                *mistakes_of_own_attention(learner, ref, generator),
                 (leaks_future(learner, tokens, changed_last),
                  "changing only the last token changed your logits at earlier positions: information flows "
-                 "from the future. Does your Attention apply the causal mask?"),
+                 "from the future. Does your Attention apply the causal mask to the scores, and take the softmax "
+                 "over the keys (dim=-1)? A softmax over the queries lets later positions change earlier ones too."),
                 (looks_like(lambda: unembedded(through_blocks(embedded), ln_final=False)),
                  "you forgot ln_final, the LayerNorm between the last block and the unembedding."),
                 (looks_like(lambda: unembedded(through_blocks(ref.embed(tokens)))),
@@ -448,3 +517,20 @@ def grade_transformer(DemoTransformer: type, *, seed: int = 0, config: str = "sm
                 (looks_like(lambda: expected.log_softmax(dim=-1)), "you returned log-probabilities; return the logits."),
             ])
 
+
+def mistakes_of_own_attention(learner: nn.Module, ref: reference.DemoTransformer,
+                              generator: torch.Generator) -> list[Mistake]:
+    """When the Attention inside the learner's model is wrong, its mistake is the model's:
+    the Attention diagnostics, run on the learner's first block's attention, each naming
+    the piece that made it."""
+    ref_attn = ref.blocks[0].attn
+    x = torch.randn(2, min(7, ref.cfg.n_ctx), ref.cfg.d_model, generator=generator)
+    try:
+        own = learner.get_submodule("blocks.0.attn")
+        output = own(x)
+    except Exception:  # noqa: BLE001 - an attention that cannot run has nothing to diagnose here
+        return []
+    if isinstance(output, Tensor) and output.shape == ref_attn(x).shape and torch.allclose(output, ref_attn(x)):
+        return []
+    return [(lambda actual, recognises=recognises: recognises(output), f"in your Attention (blocks[0].attn): {explanation}")
+            for recognises, explanation in attention_mistakes(ref_attn, x, own, generator)]

@@ -150,14 +150,16 @@ def grade_first_token_scores(first_token_scores: Callable, *, seed: int = 0) -> 
 
 # --------------------------------------------------------------------------- prefix matching
 
-def prefix_with(tokens: Tensor, pattern: Tensor, *, shift: int = 1, all_queries: bool = False,
-                last_only: bool = False) -> Tensor:
+def prefix_with(tokens: Tensor, pattern: Tensor, *, shift: int = 1, earlier_only: bool = False, pad_right: bool = False,
+                all_queries: bool = False, last_only: bool = False, per_sequence: bool = False) -> Tensor:
     """Prefix-matching scores computed with one of the usual mistakes."""
     pos = tokens.shape[1]
     same = tokens[:, None, :] == tokens[:, :, None]  # [batch, query, key]: tokens[k] == tokens[q]
     if shift:
-        same = F.pad(same[:, :, :-shift], (shift, 0), value=False)  # key k: tokens[k - shift] == tokens[q]
-    targets = same & torch.ones(pos, pos, dtype=torch.bool).tril()
+        # key k: tokens[k - shift] == tokens[q]; padded on the wrong side, key k compares tokens[k] again
+        padding = (0, shift) if pad_right else (shift, 0)
+        same = F.pad(same[:, :, :-shift], padding, value=False)
+    targets = same & torch.ones(pos, pos, dtype=torch.bool).tril(diagonal=-1 if earlier_only else 0)
     if last_only:
         keep = torch.zeros_like(targets)
         last = (targets * torch.arange(1, pos + 1)).argmax(dim=-1)  # the latest target key
@@ -167,6 +169,8 @@ def prefix_with(tokens: Tensor, pattern: Tensor, *, shift: int = 1, all_queries:
     has = targets.any(dim=-1)
     if all_queries:
         return attended.mean(dim=(0, 2))
+    if per_sequence:
+        return ((attended * has[:, None]).sum(dim=2) / has.sum(dim=1)[:, None]).mean(dim=0)
     return (attended * has[:, None]).sum(dim=(0, 2)) / has.sum()
 
 
@@ -177,14 +181,25 @@ def prefix_cases(seed: int) -> list[tuple[str, Tensor]]:
         ("a start token then a random block of 5 tokens repeated 3 times (batch=3)", repeated),
         ("random tokens from a vocabulary of 4 (many chance repeats, some in a row)",
          torch.randint(0, 4, (2, 12), generator=generator)),
+        # Unequal numbers of queries that can match (6 and 1): a mean per sequence first differs from the pooled one.
+        ("a block of 6 distinct tokens repeated twice, beside 12 distinct tokens whose last repeats the first",
+         torch.stack([torch.randperm(30, generator=generator)[:6].repeat(2), unique_then_first(generator, 12)])),
     ]
+
+
+def unique_then_first(generator: torch.Generator, length: int) -> Tensor:
+    """`length - 1` distinct tokens, then the first again: exactly one query can prefix-match."""
+    tokens = torch.randperm(30, generator=generator)[:length]
+    tokens[-1] = tokens[0]
+    return tokens
 
 
 @CHAPTER.exercise(
     "prefix_matching_scores", points=2, reference=reference.prefix_matching_scores, variants=DETECTOR_VARIANTS,
     hint="Build a boolean [batch, query, key] mask of the keys k <= q with tokens[k - 1] == tokens[q] "
          "(compare tokens[:, None, :-1] with tokens[:, :, None], then pad one False column on the left); sum "
-         "the pattern over those keys per query, then average over the queries that have at least one.",
+         "the pattern over those keys per query, then average over all the (sequence, query) pairs that have at "
+         "least one, pooled: sum over batch and queries, divide by the number of such pairs.",
 )
 def grade_prefix_matching_scores(prefix_matching_scores: Callable, *, seed: int = 0) -> None:
     generator = torch.Generator().manual_seed(seed + 100)
@@ -196,6 +211,15 @@ def grade_prefix_matching_scores(prefix_matching_scores: Callable, *, seed: int 
             (looks_like(lambda: prefix_with(tokens, pattern, shift=0)),
              "you measured attention to earlier copies of the current token itself (a duplicate-token head); "
              "prefix matching attends to the token *after* each earlier copy: key k with tokens[k - 1] == tokens[q]."),
+            (looks_like(lambda: prefix_with(tokens, pattern, shift=0, earlier_only=True)),
+             "you measured attention to the earlier copies of the current token (a duplicate-token head): without the "
+             "shift. Prefix matching attends to the token *after* each earlier copy: key k with tokens[k - 1] == tokens[q]."),
+            (looks_like(lambda: prefix_with(tokens, pattern, pad_right=True)),
+             "you padded the comparison on the right, so key k still compares tokens[k] and the shift is undone: pad "
+             "the False column on the left (F.pad(..., (1, 0))), so that key k compares tokens[k - 1]."),
+            (looks_like(lambda: prefix_with(tokens, pattern, per_sequence=True)),
+             "you averaged each sequence's queries first, then the sequences; the score pools every (sequence, query) "
+             "pair that has a key to match: sum over the batch and the queries, divide by the number of such pairs."),
             (looks_like(lambda: prefix_with(tokens, pattern, shift=2)),
              "off by one: you matched tokens[k - 2]; the key to attend to is the one right after the earlier copy, "
              "k with tokens[k - 1] == tokens[q]."),
@@ -259,6 +283,15 @@ def ablation_with(model: Transformer, tokens: Tensor, seq_len: int, kind: str, *
     return result
 
 
+def layer_ablation_losses(model: Transformer, tokens: Tensor, seq_len: int) -> Tensor:
+    """The mistake of zeroing a whole layer's attention output, `hook_attn_out`, for each of its heads."""
+    result = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    for layer in range(model.cfg.n_layers):
+        logits = model.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.hook_attn_out", lambda out, hook: 0 * out)])
+        result[layer] = next_token_loss(logits, tokens, per_token=True)[:, -(seq_len - 1):].mean()
+    return result
+
+
 @CHAPTER.exercise(
     "head_ablation_losses", points=3, reference=reference.head_ablation_losses,
     variants=({"kind": "zero"}, {"kind": "mean"}, {"kind": "mean", "seed": 1, "model": "random"},
@@ -296,6 +329,10 @@ def grade_head_ablation_losses(head_ablation_losses: Callable, *, kind: str = "z
         (looks_like(args(losses="all")),
          "you averaged the loss over the whole sequence; take only the predictions of the repeat, "
          "per_token[:, -(seq_len - 1):]."),
+        (looks_like(lambda: layer_ablation_losses(net, tokens, seq_len)),
+         "you zeroed hook_attn_out, the output of the whole attention layer: every head of the layer (and b_O) at "
+         "once, so all the heads of a layer get the same loss. Ablate one head per run: its z[:, :, head] at "
+         "f'blocks.{layer}.attn.hook_z'."),
         (looks_like(args(every_layer=True)),
          "you ablated head `head` in every layer at once; ablate one (layer, head) per run, hooking "
          "f'blocks.{layer}.attn.hook_z' only."),

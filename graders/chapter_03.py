@@ -128,6 +128,7 @@ def grade_mean_logit_diff(mean_logit_diff: Callable, *, seed: int = 0) -> None:
 
 @CHAPTER.exercise(
     "normalised_logit_diff", points=1, reference=reference.normalised_logit_diff, variants=({}, {"seed": 1}),
+    uses=("mean_logit_diff",),
     hint="(mean_logit_diff(logits, prompts) - corrupted_logit_diff) / (clean_logit_diff - corrupted_logit_diff): "
          "1 on the clean run, 0 on the corrupted one.",
 )
@@ -135,7 +136,9 @@ def grade_normalised_logit_diff(normalised_logit_diff: Callable, *, seed: int = 
     generator = torch.Generator().manual_seed(seed + 5)
     for description, logits, prompts in logit_cases(seed):
         raw = reference.mean_logit_diff(logits, prompts)
-        for clean, corrupted in ((raw.item() + 2.5, raw.item() - 1.0), (4.0, -3.5 + torch.rand((), generator=generator).item())):
+        # The last pair has the logit difference *below* the corrupted one: the metric is then negative.
+        for clean, corrupted in ((raw.item() + 2.5, raw.item() - 1.0), (4.0, -3.5 + torch.rand((), generator=generator).item()),
+                                 (raw.item() + 3.0, raw.item() + 0.5)):
             expected = reference.normalised_logit_diff(logits, prompts, clean, corrupted)
             compare_tensors(as_tensor(normalised_logit_diff(logits.clone(), prompts, clean, corrupted)), expected,
                             what=f"normalised_logit_diff on {description}, clean_logit_diff={clean:.3g}, "
@@ -149,6 +152,10 @@ def grade_normalised_logit_diff(normalised_logit_diff: Callable, *, seed: int = 
                                                    "one, (LD - corrupted) / (clean - corrupted)."),
                 (looks_like(lambda: (raw - clean) / (corrupted - clean)),
                  "reversed: the metric is 1 on the clean run and 0 on the corrupted one."),
+                (looks_like(lambda: expected.abs()),
+                 "you took an absolute value: when the patched run's logit difference is below the corrupted one, "
+                 "the metric is negative, and that sign is information (the patch made things worse than the "
+                 "corruption)."),
             ])
 
 
@@ -221,7 +228,7 @@ ORACLES_LAYER_POS = {"resid_pre": patching.get_act_patch_resid_pre, "attn_out": 
 @CHAPTER.exercise(
     "patch_residual_by_position", points=3, reference=reference.patch_residual_by_position,
     variants=({}, {"seed": 1, "corruption": "flip", "activation": "attn_out"},
-              {"seed": 2, "model": "random", "activation": "resid_pre"}),
+              {"seed": 2, "model": "random", "activation": "mlp_out"}),
     hint="Cache the corrupted run; for each layer and position, run model.run_with_hooks(clean_tokens, fwd_hooks="
          "[(f'blocks.{layer}.hook_{activation}', hook)]) with a hook that sets act[:, position] to the corrupted "
          "activation at that position and returns act; store float(metric(logits)).",
@@ -274,7 +281,7 @@ ORACLES_HEADS = {"z": patching.get_act_patch_attn_head_out_all_pos,
 @CHAPTER.exercise(
     "patch_head_outputs", points=3, reference=reference.patch_head_outputs,
     variants=({}, {"seed": 1, "corruption": "flip", "activation": "pattern"},
-              {"seed": 2, "model": "random", "activation": "z"}),
+              {"seed": 2, "model": "random", "activation": "v"}),
     hint="For each head, a hook on f'blocks.{layer}.attn.hook_{activation}' that copies the corrupted activation "
          "of that head only: z is [batch, pos, head, d_head] (act[:, :, head]); a pattern is "
          "[batch, head, query_pos, key_pos] (act[:, head]). Patch every position; run the clean tokens.",
@@ -387,8 +394,18 @@ def head_to_heads_with(model, clean_tokens, corrupted_tokens, metric, receivers,
 def grade_path_patch_head_to_heads(path_patch_head_to_heads: Callable, *, seed: int = 0, model: str = "random",
                                    receiver_input: str = "q") -> None:
     net, clean, corrupted, metric = setup(model, seed, "flip")
-    receivers = [(1, 0), (1, 3)] if model == "ioi-3l" else [(2, 0), (2, 2)]
+    # ioi-3l's S-suppression heads; on the random model, receivers in two layers, the higher listed first.
+    receivers = [(1, 0), (1, 3)] if model == "ioi-3l" else [(2, 1), (1, 0)]
     args = (net, clean.tokens, corrupted.tokens, metric, receivers, receiver_input)
+    layers = sorted({layer for layer, _ in receivers})
+    first = layers[0]
+    before_first = (torch.arange(net.cfg.n_layers) < first)[:, None]
+
+    def only_in(layer: int) -> Tensor:
+        """What patching only the receivers in `layer` gives."""
+        return reference.path_patch_head_to_heads(net, clean.tokens, corrupted.tokens, metric,
+                                                  [r for r in receivers if r[0] == layer], receiver_input) * before_first
+
     expected = reference.path_patch_head_to_heads(*args)
     actual = path_patch_head_to_heads(net, clean.tokens.clone(), corrupted.tokens.clone(), metric, list(receivers), receiver_input)
     compare_tensors(actual, expected, what=f"path_patch_head_to_heads on {model}, receivers {receivers}, "
@@ -400,10 +417,15 @@ def grade_path_patch_head_to_heads(path_patch_head_to_heads: Callable, *, seed: 
          WRONG_DIRECTION),
         (looks_like(lambda: head_to_heads_with(*args, all_heads=True)),
          "in step 2 you patched every head of the receivers' layers; patch only the receiver heads."),
-        (looks_like(lambda: reference.patch_head_outputs(net, clean.tokens, corrupted.tokens, metric, "z")
-                    * (torch.arange(net.cfg.n_layers) < min(layer for layer, _ in receivers))[:, None]),
+        (looks_like(lambda: reference.patch_head_outputs(net, clean.tokens, corrupted.tokens, metric, "z") * before_first),
          "you patched the sender's output into the whole model (activation patching): path patching lets the "
          "change reach the receivers' inputs only."),
+        *[(looks_like(lambda layer=layer: only_in(layer)),
+           f"you patched only the receivers in layer {layer}: receivers can sit in several layers, so record and "
+           f"patch hook_{receiver_input} in each of their layers.") for layer in layers if len(layers) > 1],
+        (lambda actual: actual.shape == expected.shape and actual[first:].abs().sum() > 0,
+         f"senders in layer {first} or later should stay 0: the senders are the heads before the *lowest* "
+         f"receiver layer (here {first}, whatever order the receivers come in)."),
     ])
 
 
@@ -488,7 +510,8 @@ def grade_ablated_logit_diff(ablated_logit_diff: Callable, *, seed: int = 0, mod
     prompts = make_ioi_prompts(24, seed=seed + 30)
     mean_tokens = make_ioi_prompts(24, seed=seed + 31).corrupt("abc").tokens
     for heads in ([(1, 0), (1, 3)] if model == "ioi-3l" else [(1, 1), (2, 0)],
-                  [(layer, head) for layer in range(net.cfg.n_layers) for head in range(net.cfg.n_heads) if (layer + head) % 2]):
+                  [(layer, head) for layer in range(net.cfg.n_layers) for head in range(net.cfg.n_heads) if (layer + head) % 2],
+                  []):  # no head ablated: the plain logit difference
         expected = reference.ablated_logit_diff(net, prompts, mean_tokens, heads)
         compare_tensors(as_tensor(ablated_logit_diff(net, prompts, mean_tokens.clone(), list(heads))), expected,
                         what=f"ablated_logit_diff on {model}, ablating {heads}", mistakes=[

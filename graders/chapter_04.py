@@ -102,8 +102,11 @@ def grade_feature_dimensionality(feature_dimensionality, *, seed=0):
     angles = torch.arange(5) * 2 * torch.pi / 5
     pentagon = torch.stack([angles.cos(), angles.sin()])
     antipodal = torch.tensor([[1.0, -1.0, 0.0], [0.0, 0.0, 1.0]])
+    # A feature the model dropped (a zero column): its dimensionality is 0, where 0 / 0 gives NaN.
+    dropped = torch.tensor([[0.6, 0.0, 1.0], [0.8, 0.0, 0.0]])
     cases = [("random W of shape (3, 4, 9)", W), ("a pentagon in 2 dimensions", pentagon[None]),
-             ("an antipodal pair and a feature of its own", antipodal[None])]
+             ("an antipodal pair and a feature of its own", antipodal[None]),
+             ("two features and a dropped one (column 1 is zero)", dropped[None])]
     for description, weights in cases:
         unit = F.normalize(weights, dim=1)
         overlaps = torch.einsum("nhi,nhj->nij", unit, weights)
@@ -121,6 +124,9 @@ def grade_feature_dimensionality(feature_dimensionality, *, seed=0):
                  "you summed |W_i_hat . W_j| without squaring it."),
                 (looks_like(lambda: weights.norm(dim=1) / (overlaps**2).sum(-1)),
                  "the numerator is ||W_i|| squared."),
+                (lambda actual: actual.isnan().any(),
+                 "a feature whose column is zero (the model dropped it) has dimensionality 0, not NaN: guard the "
+                 "divisions by ||W_i|| and by the sum, which are 0 / 0 there (e.g. .clamp_min(1e-8))."),
             ],
         )
 
@@ -131,8 +137,9 @@ def grade_feature_dimensionality(feature_dimensionality, *, seed=0):
                   hint="ReLU first, then values, indices = x.topk(k, dim=-1); scatter the values into zeros.")
 def grade_topk_activation(topk_activation, *, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    # Mostly negative rows, so that some have fewer than k positive entries.
-    for shape, k in (((6, 10), 3), ((2, 5, 16), 4)):
+    # Mostly negative rows, so that some have fewer than k positive entries; and k = d_sae, which keeps every
+    # positive entry.
+    for shape, k in (((6, 10), 3), ((2, 5, 16), 4), ((4, 6), 6)):
         pre = torch.randn(shape, generator=generator) - 0.8
         values, indices = pre.topk(k, dim=-1)
         compare_tensors(
@@ -156,12 +163,11 @@ def grade_topk_activation(topk_activation, *, seed=0):
 def grade_sae_training_loss(sae_training_loss, *, seed=0):
     sae = random_sae(seed)
     acts = random_acts(seed, (32, sae.cfg.d_in))
-    l1 = 0.3
     f = sae.encode(acts).detach()
     x_hat = sae.decode(f).detach()
     mse = (x_hat - acts).pow(2).sum(-1).mean()
     pre = sae.hidden_pre(acts).detach()
-    with torch.no_grad():
+    for l1 in (0.3, 1.7):
         compare_tensors(
             as_tensor(sae_training_loss(sae, acts.clone(), l1)), reference.sae_training_loss(sae, acts, l1),
             what=f"sae_training_loss of a random SAE (d_in={sae.cfg.d_in}, d_sae={sae.cfg.d_sae}) with l1_coefficient={l1}",
@@ -177,6 +183,8 @@ def grade_sae_training_loss(sae_training_loss, *, seed=0):
                 (looks_like(lambda: (x_hat - acts).pow(2).mean() + l1 * f.abs().sum(-1).mean()),
                  "you averaged the squared error over d_in as well: sum it over d_in, average over the batch."),
                 (looks_like(lambda: mse), "the L1 penalty is missing."),
+                (looks_like(lambda: mse + f.abs().sum(-1).mean()),
+                 "you left out l1_coefficient: the penalty is l1_coefficient times the L1 norm."),
                 (looks_like(lambda: mse + l1 * f.pow(2).sum(-1).mean()),
                  "you penalised the squared feature activations (L2); the sparsity penalty is their L1 norm."),
             ],
@@ -255,6 +263,9 @@ def grade_fraction_variance_explained(fraction_variance_explained, *, seed=0):
              "you averaged per-dimension ratios; pool over dimensions as well, then divide once."),
             (looks_like(lambda: error.sum() / centred.pow(2).sum()),
              "you returned the fraction *unexplained*: subtract it from 1."),
+            (looks_like(lambda: 1 - error.sum() / (acts.var(dim=0).sum() * len(acts))),
+             "you used the unbiased variance, acts.var(dim=0), which divides by n - 1: the total squared distance "
+             "from the mean is acts.var(dim=0, unbiased=False) * n (or just sum the squared distances)."),
         ],
     )
 
@@ -269,24 +280,35 @@ def grade_dead_and_dense_fractions(dead_and_dense_fractions, *, seed=0):
     rates[:7] = 0.0  # dead
     values = torch.rand(tokens, d_sae, generator=generator) * 4
     f = torch.where(torch.rand(tokens, d_sae, generator=generator) < rates, values, 0.0)
+    # Features that fire on exactly 10% and on exactly 25% of the tokens: at a threshold, which is not above it.
+    for feature, share in ((7, 0.1), (8, 0.1), (9, 0.25)):
+        f[:, feature] = 0.0
+        f[torch.randperm(tokens, generator=generator)[:round(share * tokens)], feature] = 1.0 + share
     frequency = (f > 0).float().mean(dim=0)
-    actual = dead_and_dense_fractions(f.clone(), 0.1)
-    if not isinstance(actual, (tuple, list)) or len(actual) != 2:
-        raise GraderFailure(f"dead_and_dense_fractions should return a pair (dead, dense), got {actual!r}.")
-    compare_tensors(
-        torch.tensor([float(as_tensor(value)) for value in actual]),
-        torch.tensor(reference.dead_and_dense_fractions(f, 0.1)),
-        what="(dead, dense) fractions for 50 features over 200 tokens",
-        mistakes=[
-            (looks_like(lambda: torch.tensor([(frequency == 0).float().mean(), (f.mean(0) > 0.1).float().mean()])),
-             "you called a feature dense when its *mean activation* is above the threshold; use how often it fires."),
-            (looks_like(lambda: torch.tensor([(frequency == 0).float().sum(), (frequency > 0.1).float().sum()])),
-             "you returned counts of features; return fractions of d_sae."),
-            (looks_like(lambda: torch.tensor([((f > 0).float().mean(-1) == 0).float().mean(),
-                                              ((f > 0).float().mean(-1) > 0.1).float().mean()])),
-             "you computed the frequency over the wrong axis (per token); per feature, average over tokens (dim 0)."),
-        ],
-    )
+    per_token = (f > 0).float().mean(-1)
+    for threshold in (0.1, 0.25):
+        actual = dead_and_dense_fractions(f.clone(), threshold)
+        if not isinstance(actual, (tuple, list)) or len(actual) != 2:
+            raise GraderFailure(f"dead_and_dense_fractions should return a pair (dead, dense), got {actual!r}.")
+        compare_tensors(
+            torch.tensor([float(as_tensor(value)) for value in actual]),
+            torch.tensor(reference.dead_and_dense_fractions(f, threshold)),
+            what=f"(dead, dense) fractions for 50 features over 200 tokens, dense_threshold={threshold} (features 7 "
+                 "and 8 fire on exactly 10% of the tokens, feature 9 on exactly 25%)",
+            mistakes=[
+                (looks_like(lambda: torch.tensor([(frequency == 0).float().mean(), (frequency >= threshold).float().mean()])),
+                 "you counted a feature that fires on exactly dense_threshold of the tokens as dense: dense means "
+                 "*more* often than the threshold, frequency > dense_threshold."),
+                (looks_like(lambda: torch.tensor(reference.dead_and_dense_fractions(f, 0.1))),
+                 "you ignored dense_threshold and used 0.1: compare with the threshold you are given."),
+                (looks_like(lambda: torch.tensor([(frequency == 0).float().mean(), (f.mean(0) > threshold).float().mean()])),
+                 "you called a feature dense when its *mean activation* is above the threshold; use how often it fires."),
+                (looks_like(lambda: torch.tensor([(frequency == 0).float().sum(), (frequency > threshold).float().sum()])),
+                 "you returned counts of features; return fractions of d_sae."),
+                (looks_like(lambda: torch.tensor([(per_token == 0).float().mean(), (per_token > threshold).float().mean()])),
+                 "you computed the frequency over the wrong axis (per token); per feature, average over tokens (dim 0)."),
+            ],
+        )
 
 
 @CHAPTER.exercise("ce_loss_recovered", points=2, reference=reference.ce_loss_recovered, variants=SEEDS,
@@ -340,6 +362,8 @@ def grade_top_activations(top_activations, *, seed=0):
                 (looks_like(lambda: torch.stack([flat // batch, flat % batch], -1)),
                  "you divided the flat index by batch; the flattened rows have length pos: use // pos and % pos."),
                 (lambda actual: actual.shape == (k,), "return a [k, 2] tensor of (batch, position) pairs, not flat indices."),
+                (looks_like(lambda: reference.top_activations(f, k).flip(0)),
+                 "you returned them smallest first: the largest activation comes first."),
             ],
         )
 
@@ -351,21 +375,21 @@ def grade_clamp_feature(clamp_feature, *, seed=0):
     acts = random_acts(seed, (3, 5, sae.cfg.d_in))
     f = sae.encode(acts).detach()
     feature = int(f.gt(0).float().sum(dim=(0, 1)).argmax())  # one that is active on some tokens
-    value = 4.0
-    clamped = f.clone()
-    clamped[..., feature] = value
-    with torch.no_grad():
-        compare_tensors(
-            clamp_feature(acts.clone(), sae, feature, value), reference.clamp_feature(acts, sae, feature, value),
-            what=f"clamp_feature(acts of shape {tuple(acts.shape)}, a random SAE, feature={feature}, value={value})",
-            mistakes=[
-                (looks_like(lambda: sae.decode(clamped)),
-                 "you returned the SAE's reconstruction with the feature clamped, which throws away the "
-                 "reconstruction error (the part the SAE misses): change acts only along the feature's direction."),
-                (looks_like(lambda: acts + value * sae.W_dec[feature]),
-                 "you added value times the feature's direction without removing what it already had: "
-                 "add (value - current activation) times it."),
-                (looks_like(lambda: acts + (value - f[..., feature])[..., None] * sae.W_enc[:, feature]),
-                 "you used the encoder's column; the feature writes to the model through its decoder row W_dec[feature]."),
-            ],
-        )
+    for value in (4.0, 0.0):  # 0 ablates the feature
+        clamped = f.clone()
+        clamped[..., feature] = value
+        with torch.no_grad():
+            compare_tensors(
+                clamp_feature(acts.clone(), sae, feature, value), reference.clamp_feature(acts, sae, feature, value),
+                what=f"clamp_feature(acts of shape {tuple(acts.shape)}, a random SAE, feature={feature}, value={value})",
+                mistakes=[
+                    (looks_like(lambda: sae.decode(clamped)),
+                     "you returned the SAE's reconstruction with the feature clamped, which throws away the "
+                     "reconstruction error (the part the SAE misses): change acts only along the feature's direction."),
+                    (looks_like(lambda: acts + value * sae.W_dec[feature]),
+                     "you added value times the feature's direction without removing what it already had: "
+                     "add (value - current activation) times it."),
+                    (looks_like(lambda: acts + (value - f[..., feature])[..., None] * sae.W_enc[:, feature]),
+                     "you used the encoder's column; the feature writes to the model through its decoder row W_dec[feature]."),
+                ],
+            )

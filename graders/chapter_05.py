@@ -122,11 +122,16 @@ TRANSFER_CASES = [
     ("five circuits, heads listed in different orders", [
         {"prev": [(0, 1)], "ind": [(1, 0), (1, 1)]}, {"ind": [(1, 1), (1, 0)], "prev": [(0, 1)]},
         {"prev": [(0, 0)], "ind": [(1, 0)]}, {"prev": [(0, 0)], "ind": [(1, 0)]}, {"prev": [(0, 1)], "ind": [(1, 0)]}]),
+    # A role missing from a circuit has no heads: the first matches the third, not the second.
+    ("four circuits, one without an 'ind' role", [
+        {"prev": [(0, 0)]}, {"prev": [(0, 0)], "ind": [(1, 1)]}, {"prev": [(0, 0)], "ind": []},
+        {"prev": [(0, 1)], "ind": [(1, 1)]}]),
 ]
 
 
 def _transfer_variants(circuits):
-    """What common mistakes give: self-pairs counted, any shared head counted, per-role average."""
+    """What common mistakes give: self-pairs counted, any shared head counted, per-role average,
+    only the first circuit's roles compared."""
     import itertools
 
     def heads(c, role):
@@ -141,6 +146,7 @@ def _transfer_variants(circuits):
         "self": sum(same(a, b) for a, b in every) / len(every),
         "overlap": sum(overlap(a, b) for a, b in pairs) / len(pairs),
         "per_role": sum(heads(a, r) == heads(b, r) for a, b in pairs for r in roles) / (len(pairs) * len(roles)),
+        "first_roles": sum(all(heads(a, r) == heads(b, r) for r in a) for a, b in pairs) / len(pairs),
     }
 
 
@@ -162,6 +168,9 @@ def grade_circuit_transfer_rate(circuit_transfer_rate):
                  "same set of heads in every role."),
                 (looks_like(lambda: torch.tensor(wrong["per_role"])),
                  "you averaged over roles: a pair of circuits transfers only when every role matches."),
+                (looks_like(lambda: torch.tensor(wrong["first_roles"])),
+                 "you compared only the roles of the first circuit of each pair: a role that only the other names "
+                 "(with heads) makes them differ. Compare every role either circuit has, a missing one as no heads."),
             ],
         )
 

@@ -27,13 +27,19 @@ turns results into text.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
+import inspect
+import numbers
 import os
+import random
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -46,7 +52,7 @@ __all__ = [
     "Chapter", "Exercise", "GraderFailure", "ExerciseNotPassed",
     "as_tensor", "compare_tensors", "looks_like", "load_reference_weights", "load_chapter", "parse_head",
     "role_words", "read_circuit", "circuit_where", "compare_circuits",
-    "make_check", "CHAPTERS",
+    "make_check", "check_call", "CHAPTERS",
 ]
 
 #: Chapter name (the notebook's file name without .ipynb) -> the module that grades it.
@@ -78,12 +84,15 @@ class ExerciseNotPassed(AssertionError):
 class Exercise:
     """One exercise: `grade(obj, **variant)` raises `GraderFailure` unless `obj` is right.
 
-    `variants` are the keyword arguments to grade with: the first is what the learner's
-    `check(obj)` runs, the others are the notebook's hidden tests (other seeds, other model
-    shapes). `reference` is the course's own solution, in the learner's interface: the
-    graders are tested by grading it. `forbidden` are its equivalents that a notebook can
-    import (in `toy_models`): graded code that is, inherits from, wraps or calls one earns
-    nothing in `mi-course grade`.
+    `variants` are the keyword arguments to grade with: the first is the visible test of
+    the notebook's graded cell, the others its hidden tests (other seeds, other model
+    shapes); grading runs them all, and so does the learner's `check(obj)`, with a seed
+    drawn afresh besides. `reference` is the course's own solution, in the learner's
+    interface: the graders are tested by grading it. `forbidden` are its equivalents that a
+    notebook can import (in `toy_models`): graded code that is, inherits from, wraps or
+    calls one earns nothing in `mi-course grade`. `uses` names the learner's other pieces
+    (earlier exercises of the chapter) that the learner's `obj` calls: when `obj` fails,
+    the first of them that fails its own check is blamed (`Chapter.blame`).
     """
 
     name: str
@@ -93,6 +102,9 @@ class Exercise:
     reference: Any
     variants: tuple[Mapping[str, Any], ...] = ({},)
     forbidden: tuple[Any, ...] = ()
+    uses: tuple[str, ...] = ()
+    #: What each setting of a variant stands for, in words (`Chapter.glossary`).
+    glossary: Mapping[str, Callable[[Any], str]] = field(default_factory=dict)
 
     @property
     def grade_ids(self) -> tuple[str, str]:
@@ -100,21 +112,60 @@ class Exercise:
         the graded test that checks it."""
         return self.name, f"check_{self.name}"
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The grader's keyword arguments and their defaults: what the variants vary."""
+        return {name: parameter.default for name, parameter in inspect.signature(self.grade).parameters.items()
+                if parameter.kind is inspect.Parameter.KEYWORD_ONLY}
+
+    def fresh_variants(self) -> tuple[Mapping[str, Any], ...]:
+        """The variants `check(obj)` runs: every graded one, then, where the grader takes a
+        seed, the last of them with a seed drawn for this call, so that code fitted to the
+        graded seeds does not pass the check."""
+        if "seed" not in self.settings:
+            return self.variants
+        return (*self.variants, {**self.variants[-1], "seed": _FRESH_SEEDS.randrange(*FRESH_SEEDS)})
+
+    def describe(self, variant: Mapping[str, Any]) -> str:
+        """The variant in words, each setting spelled out: "seed 1 and config odd_shapes
+        (n_layers=3, d_model=20, ...)"; empty for a grader that takes no settings."""
+        words = [f"{key} {value}" + (f" ({self.glossary[key](value)})" if key in self.glossary else "")
+                 for key, value in {**self.settings, **variant}.items()]
+        return ", ".join(words[:-1]) + f" and {words[-1]}" if len(words) > 1 else "".join(words)
+
     def run(self, obj: Any, variants: Sequence[Mapping[str, Any]] | None = None) -> Result:
-        """Grade `obj` under each variant (all of them by default); the first verdict that
-        is not PASS is the result."""
+        """Grade `obj` under each variant (all the graded ones by default); the first
+        verdict that is not PASS is the result, its message naming the variant."""
         with _grading_conditions():
             for variant in self.variants if variants is None else variants:
                 verdict, message = _verdict(self.grade, obj, variant)
                 if verdict is not Verdict.PASS:
+                    if verdict is not Verdict.NOT_ATTEMPTED and self.describe(variant):
+                        message += (f"\n(This was with {self.describe(variant)}; "
+                                    f"{check_call(self.name, {**self.settings, **variant})} runs this case alone.)")
                     return Result(self.name, verdict, 0, self.points, message, self.hint)
         return Result(self.name, Verdict.PASS, self.points, self.points)
 
 
+#: The seeds `check(obj)` draws from, afresh for each call (the graded variants use small seeds).
+FRESH_SEEDS = (100, 10_000)
+_FRESH_SEEDS = random.Random()  # a generator of its own: the learner's random state is theirs
+
+
+def check_call(name: str, variant: Mapping[str, Any]) -> str:
+    """The notebook's call that checks one variant: check(Attention, seed=1, config='odd_shapes')."""
+    return f"check({name}" + "".join(f", {key}={value!r}" for key, value in variant.items()) + ")"
+
+
 @dataclass
 class Chapter:
+    """A chapter's exercises, in the notebook's order. `glossary` says in words what a
+    variant's setting stands for ({"config": lambda name: "n_layers=3, ..."}), for the
+    failure messages that name the variant."""
+
     name: str
     exercises: dict[str, Exercise] = field(default_factory=dict)
+    glossary: Mapping[str, Callable[[Any], str]] = field(default_factory=dict)
 
     def exercise(
         self,
@@ -125,13 +176,12 @@ class Chapter:
         reference: Any,
         variants: tuple[Mapping[str, Any], ...] = ({},),
         forbidden: tuple[Any, ...] = (),
+        uses: tuple[str, ...] = (),
     ) -> Callable[[Callable[..., None]], Callable[..., None]]:
         """Decorator: register the decorated function as the grader of exercise `name`."""
 
         def register(grade: Callable[..., None]) -> Callable[..., None]:
-            if name in self.exercises:
-                raise ValueError(f"exercise {name!r} is registered twice in chapter {self.name}")
-            self.exercises[name] = Exercise(name, points, grade, hint, reference, variants, forbidden)
+            self._add(Exercise(name, points, grade, hint, reference, variants, forbidden, uses, self.glossary))
             return grade
 
         return register
@@ -139,16 +189,31 @@ class Chapter:
     def include(self, exercise: Exercise, *, points: float) -> None:
         """Grade an exercise of an earlier chapter here too, worth `points`: the learner
         writes it again, and one grader (and one reference) serves both chapters."""
+        self._add(dataclasses.replace(exercise, points=points))
+
+    def _add(self, exercise: Exercise) -> None:
         if exercise.name in self.exercises:
             raise ValueError(f"exercise {exercise.name!r} is registered twice in chapter {self.name}")
-        self.exercises[exercise.name] = dataclasses.replace(exercise, points=points)
+        unknown = [name for name in exercise.uses if name not in self.exercises]
+        if unknown:
+            raise ValueError(f"exercise {exercise.name!r} uses {unknown}, which are not earlier exercises of {self.name}")
+        self.exercises[exercise.name] = exercise
 
     @property
     def max_points(self) -> float:
         return sum(exercise.points for exercise in self.exercises.values())
 
     def grade(self, name: str, namespace: Mapping[str, Any]) -> Result:
-        """Grade exercise `name` against the object of that name a learner's notebook defined."""
+        """Grade exercise `name` against the object of that name a learner's notebook defined;
+        a failure is blamed on the first failing piece it uses, as the notebook defines them."""
+        return self.blame(self._graded_alone(name, namespace), self.results_in(namespace))
+
+    def results_in(self, namespace: Mapping[str, Any]) -> Callable[[str], Result]:
+        """Each exercise's result on the object of its name in `namespace`, graded when first
+        asked for, and blamed on nothing: what `blame` reads."""
+        return functools.cache(lambda name: self._graded_alone(name, namespace))
+
+    def _graded_alone(self, name: str, namespace: Mapping[str, Any]) -> Result:
         if name not in namespace:
             return self.missing(name)
         return self.exercises[name].run(namespace[name])
@@ -160,9 +225,40 @@ class Chapter:
                    f"without an error, and is it still called `{name}`?")
         return Result(name, Verdict.ERROR, 0, exercise.points, message, exercise.hint)
 
+    def blame(self, result: Result, result_of: Callable[[str], Result]) -> Result:
+        """`result`, unless it failed while a piece its exercise uses fails its own check
+        (`result_of(name)` is that piece's result): then the failure is the deepest such
+        piece's, and says so first. A piece that passes its own check is not blamed."""
+        if result.verdict in (Verdict.PASS, Verdict.NOT_ATTEMPTED):
+            return result
+        root = self._failing_root(result.exercise, result_of)
+        if root is None:
+            return result
+        why = ("is not written yet: write it first" if result_of(root).verdict is Verdict.NOT_ATTEMPTED
+               else "fails its own check: fix it first")
+        message = (f"Your `{result.exercise}` uses your `{root}`, which {why} (check({root}) says why). "
+                   f"What `{result.exercise}` gave meanwhile:\n{result.message}")
+        return dataclasses.replace(result, message=message)
+
+    def _failing_root(self, name: str, result_of: Callable[[str], Result]) -> str | None:
+        """The first piece exercise `name` uses that fails its own check, followed down to
+        the first failing piece that the failing piece uses, and so on; None if all pass."""
+        for used in self.exercises[name].uses:
+            if result_of(used).verdict is not Verdict.PASS:
+                return self._failing_root(used, result_of) or used
+        return None
+
+    def grade_each(self, grade: Callable[[str], Result]) -> list[Result]:
+        """Each exercise's result, in order, as `grade(name)` gives it, with the blame for a
+        failure moved to the first piece it uses that fails (`blame`)."""
+        results: dict[str, Result] = {}
+        for name in self.exercises:
+            results[name] = self.blame(grade(name), results.__getitem__)
+        return list(results.values())
+
     def grade_namespace(self, namespace: Mapping[str, Any]) -> list[Result]:
         """Grade every exercise against the objects a learner's notebook defined."""
-        return [self.grade(name, namespace) for name in self.exercises]
+        return self.grade_each(lambda name: self._graded_alone(name, namespace))
 
 
 def load_chapter(name: str) -> Chapter:
@@ -260,11 +356,13 @@ def compare_tensors(
 
 
 def as_tensor(actual: object) -> object:
-    """A learner may return a Python number, or a one-element tensor of any dtype, for a
-    scalar: as a 0-d float tensor, ready for `compare_tensors`; anything else as it is."""
-    if isinstance(actual, (int, float)) and not isinstance(actual, bool):
+    """A learner's answer, ready for `compare_tensors`: a scalar given as a Python, numpy or
+    torch number of any integer or float dtype (a one-element array or tensor included)
+    as a 0-d float tensor, a numpy array as a tensor; anything else as it is."""
+    actual = _from_numpy(actual)
+    if isinstance(actual, numbers.Real) and not isinstance(actual, (bool, np.bool_)):
         return torch.tensor(float(actual))
-    if isinstance(actual, Tensor) and actual.numel() == 1:
+    if isinstance(actual, Tensor) and actual.numel() == 1 and actual.dtype is not torch.bool:
         return actual.detach().reshape(()).float()
     return actual
 
@@ -301,14 +399,45 @@ Head = tuple[int, int]
 
 
 def parse_head(head: object) -> Head:
-    """(layer, head) from (0, 1), [0, 1], "0.1", "L0H1" or "0,1"."""
-    if isinstance(head, (tuple, list)) and len(head) == 2 and all(isinstance(x, int) for x in head):
-        return int(head[0]), int(head[1])
+    """(layer, head) from any pair of integers, Python, numpy or torch ((0, 1), [0, 1], a row
+    of `np.argwhere` or of `.nonzero()`, a pair of one-element tensors), or from text: "0.1",
+    "L0H1" or "0,1"."""
+    pair = _integer_pair(head)
+    if pair is not None:
+        return pair
     if isinstance(head, str):
         digits = [int(part) for part in "".join(c if c.isdigit() else " " for c in head).split()]
         if len(digits) == 2:
             return digits[0], digits[1]
     raise GraderFailure(f"cannot read {head!r} as a head: write each head as a (layer, head) pair, such as (0, 1).")
+
+
+def _integer_pair(value: object) -> Head | None:
+    """`value` as two ints, if it is a pair of integers of any kind; else None."""
+    value = _from_numpy(value)
+    if isinstance(value, Tensor):
+        value = value.tolist() if value.shape == (2,) else None
+    if not (isinstance(value, (tuple, list)) and len(value) == 2):
+        return None
+    integers = [_integer(x) for x in value]
+    return None if None in integers else (integers[0], integers[1])
+
+
+def _integer(value: object) -> int | None:
+    """`value` as an int, if it is an integer of any kind (a one-element tensor or array too); else None."""
+    value = _from_numpy(value)
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.reshape(()).tolist()
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return None
+
+
+def _from_numpy(value: object) -> object:
+    """A numpy array of numbers as a tensor (which keeps its dtype); anything else as it is."""
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return torch.from_numpy(value.copy())
+    return value
 
 
 def role_words(key: object) -> str:
@@ -332,7 +461,7 @@ def read_circuit(answer: object, *, what: str, role_of: Callable[[object], str |
         role = role_of(key)
         if role is None:
             raise GraderFailure(f"unknown role {key!r}: the roles are {', '.join(map(repr, roles))}.")
-        if isinstance(heads, str) or (isinstance(heads, tuple) and all(isinstance(x, int) for x in heads)):
+        if isinstance(heads, str) or _integer_pair(heads) is not None:
             heads = [heads]  # a single head, not in a list
         given.setdefault(role, set()).update(parse_head(head) for head in heads)
     return given
@@ -400,16 +529,21 @@ def load_reference_weights(learner: Any, reference: nn.Module, *, what: str) -> 
 def make_check(chapter: str) -> Callable[..., None]:
     """The `check(obj)` a chapter's notebook calls after each exercise.
 
-    It grades `obj` with the exercise named `obj.__name__` and prints the verdict. Under
-    nbgrader (which sets NBGRADER_EXECUTION while autograding or validating) anything but
-    PASS also raises `ExerciseNotPassed`, so that the graded test cell scores zero.
-    Keyword arguments choose a variant (`check(Attention, seed=1, config="odd_shapes")`).
+    It grades `obj` with the exercise named `obj.__name__` and prints the verdict: with
+    every variant that grading uses, and a seed drawn afresh besides (`Exercise.fresh_variants`),
+    so that PASS here means the graded notebook passes too. When `obj` fails, the pieces it
+    uses are checked, as the notebook that calls `check` defines them, and the first that
+    fails is blamed (`Chapter.blame`). Under nbgrader (which sets NBGRADER_EXECUTION while
+    autograding or validating) no seed is drawn, and anything but PASS raises
+    `ExerciseNotPassed`, so that the graded test cell scores zero. Keyword arguments choose
+    one variant (`check(Attention, seed=1, config="odd_shapes")`).
     """
     graded_chapter = load_chapter(chapter)
 
     def check(obj: Any, **variant: Any) -> None:
         name = getattr(obj, "__name__", None)
         exercise = graded_chapter.exercises.get(name)
+        under_nbgrader = bool(os.environ.get("NBGRADER_EXECUTION"))
         if name is None:
             text = (f"ERROR: check() takes the class or function you wrote, as in check(LayerNorm); "
                     f"got an object of type {type(obj).__name__}.")
@@ -418,10 +552,13 @@ def make_check(chapter: str) -> Callable[..., None]:
             text = f"ERROR: no exercise is called {name!r}. Exercises: {', '.join(graded_chapter.exercises)}."
             result = None
         else:
-            result = exercise.run(obj, [variant] if variant else exercise.variants[:1])
+            variants = [variant] if variant else exercise.variants if under_nbgrader else exercise.fresh_variants()
+            namespace = sys._getframe(1).f_globals  # the notebook's, where the pieces `obj` uses are defined
+            result = graded_chapter.blame(exercise.run(obj, variants), graded_chapter.results_in(namespace))
             text = summary(result)
         print(text)
-        if os.environ.get("NBGRADER_EXECUTION") and (result is None or result.verdict is not Verdict.PASS):
+        if under_nbgrader and (result is None or result.verdict is not Verdict.PASS):
             raise ExerciseNotPassed(text)
 
     return check
+

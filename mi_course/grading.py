@@ -183,14 +183,17 @@ def grade_student(submission: StudentFile, chapter_name: str, limits: Limits, co
         return grade
     learner = LearnerNotebook(zygote_address, cells_to_run(notebook), limits, containment, hidden=hidden,
                               uid=learner_uid(), references=course_references(chapter))
+
+    def grade_exercise(name: str) -> Result:
+        exercise = chapter.exercises[name]
+        try:
+            with learner.exercise(name) as obj:
+                return chapter.missing(name) if obj is None else exercise.run(obj)
+        except LearnerCodeFailed as failed:  # the notebook, or the exercise process, did not even start
+            return Result(name, failed.verdict, 0, exercise.points, failed.message, exercise.hint)
+
     try:
-        for name, exercise in chapter.exercises.items():
-            try:
-                with learner.exercise(name) as obj:
-                    result = chapter.missing(name) if obj is None else exercise.run(obj)
-            except LearnerCodeFailed as failed:  # the notebook, or the exercise process, did not even start
-                result = Result(name, failed.verdict, 0, exercise.points, failed.message, exercise.hint)
-            grade.results.append(result)
+        grade.results = chapter.grade_each(grade_exercise)  # a failure is blamed on a failing piece it uses
     finally:
         learner.stop()
     grade.score = sum(result.points for result in grade.results)

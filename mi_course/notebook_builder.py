@@ -65,6 +65,8 @@ import jupytext
 import nbformat
 from nbformat.notebooknode import NotebookNode
 
+from graders.core import check_call
+
 __all__ = ["markdown", "code", "solution", "solution_from_reference", "graded_test", "written_answer", "notebook",
            "write", "CHAPTER_SOURCES", "CELL_KEYS", "build_all", "build_chapter", "check_cell", "exercise_table"]
 
@@ -281,15 +283,11 @@ def _build_cell(cell: NotebookNode, chapter, effort: dict[str, tuple[int, int]])
     return [built]
 
 
-def _check_call(name: str, variant) -> str:
-    return f"check({name}" + "".join(f", {key}={value!r}" for key, value in variant.items()) + ")"
-
-
 def check_cell(chapter, name: str) -> NotebookNode:
     """The graded test after an exercise: `check(name)` with the grader's first variant,
     then, hidden from the learner, its other variants (other seeds, other shapes)."""
     exercise = chapter.exercises[name]
-    visible, *hidden = (_check_call(name, variant) for variant in exercise.variants)
+    visible, *hidden = (check_call(name, variant) for variant in exercise.variants)
     return graded_test(
         "\n".join([visible, "### BEGIN HIDDEN TESTS", *hidden, "### END HIDDEN TESTS"]),
         grade_id=exercise.grade_ids[1],

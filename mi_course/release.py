@@ -41,13 +41,13 @@ from pathlib import Path
 from traitlets.config import Config
 
 from mi_course.notebook_builder import build_all
+from toy_models.exercises import STUB_MESSAGE
 
 __all__ = ["CODE_STUB", "TEXT_STUB", "nbgrader_config", "stage_source", "render",
            "release", "is_stale", "release_chapters", "stale_chapters", "main"]
 
 #: Replaces each ``### BEGIN SOLUTION`` ... ``### END SOLUTION`` region.
-CODE_STUB = ('# YOUR CODE HERE\n'
-             'raise NotImplementedError("Write your solution here, then run the check below.")')
+CODE_STUB = f'# YOUR CODE HERE\nraise NotImplementedError("{STUB_MESSAGE}")'
 #: Replaces the answer in a written-answer (markdown solution) cell.
 TEXT_STUB = "YOUR ANSWER HERE"
 

@@ -21,7 +21,7 @@
 # Conventions for every patching exercise: we **noise**, running the model on the
 # clean prompts with one activation taken from the corrupted run, and `metric`
 # maps the patched logits to the *normalised* logit difference: 1 = clean
-# behaviour, 0 = corrupted behaviour. The whole notebook runs in about a minute.
+# behaviour, 0 = corrupted behaviour. The whole notebook runs in a few minutes on a laptop CPU.
 
 # %% [markdown] exercise_table=true
 
@@ -40,6 +40,7 @@ from graders import make_check
 from toy_models import load_pretrained
 from toy_models.data import IOI_NAMES, IOIPrompts, ioi_tokenizer, make_ioi_prompts
 from toy_models.hf import ioi_prompts_for_tokenizer, load_gpt2_bridge
+from toy_models.plots import integer_ticks, signed_heatmap, symmetric_limits
 
 check = make_check("03_indirect_object_identification")
 model = load_pretrained("ioi-3l").requires_grad_(False)  # we analyse it, never train it
@@ -134,16 +135,16 @@ lens = residual_logit_diff(model, accumulated, scale, prompts)
 layer_parts = residual_logit_diff(model, per_layer, scale, prompts)
 head_dla = residual_logit_diff(model, heads, scale, prompts).reshape(model.cfg.n_layers, model.cfg.n_heads)
 
-fig, (ax_lens, ax_parts, ax_heads) = plt.subplots(1, 3, figsize=(17, 4))
+fig, (ax_lens, ax_parts, ax_heads) = plt.subplots(1, 3, figsize=(17, 4), layout="constrained")
 ax_lens.plot(lens.numpy(), marker="o")
 ax_lens.set(title="logit lens: accumulated stream", xticks=range(len(lens)),
             xticklabels=[f"before {layer}" for layer in range(model.cfg.n_layers)] + ["final"], ylabel="logit difference")
 labels = [f"{kind}{layer}" for layer in range(model.cfg.n_layers) for kind in ("attn", "mlp")]
 ax_parts.bar(labels, layer_parts.numpy())
 ax_parts.set(title="each layer's attention and MLP", ylabel="direct logit difference")
-image = ax_heads.imshow(head_dla.numpy(), cmap="RdBu", vmin=-2, vmax=2)
+signed_heatmap(ax_heads, head_dla, label="direct logit difference")
 ax_heads.set(title="direct logit attribution per head", xlabel="head", ylabel="layer")
-fig.colorbar(image, ax=ax_heads)
+integer_ticks(ax_heads)
 plt.show()
 print("logit lens:", [round(x, 2) for x in lens.tolist()], "(the last equals the model's logit difference,",
       f"{clean_ld:.2f}, up to the biases)")
@@ -198,15 +199,20 @@ print("agrees with transformer_lens.patching:", torch.allclose(resid, oracle, at
 
 words = ["<bos>", *["IO/S1" if i in (prompts.io_pos[0], prompts.s1_pos[0]) else "S2" if i == prompts.s2_pos[0]
                     else "" for i in range(1, prompts.tokens.shape[1] - 1)], "END"]
-fig, axes = plt.subplots(1, 4, figsize=(20, 3.8), gridspec_kw={"width_ratios": [3, 3, 1.3, 1.3]})
-for ax, (title, table) in zip(axes, [("resid_pre by layer, position", resid), ("attn_out by layer, position", attn),
-                                     ("head outputs z", head_out), ("head patterns", head_pattern)]):
-    image = ax.imshow(table.numpy(), cmap="RdBu", vmin=0, vmax=2)
+tables = [("resid_pre by layer, position", resid), ("attn_out by layer, position", attn),
+          ("head outputs z", head_out), ("head patterns", head_pattern)]
+vmin, vmax = symmetric_limits(torch.cat([table.flatten() for _, table in tables]), centre=1.0)  # white: no effect
+fig, axes = plt.subplots(1, 4, figsize=(20, 3.8), gridspec_kw={"width_ratios": [3, 3, 1.3, 1.3]}, layout="constrained")
+for ax, (title, table) in zip(axes, tables):
+    image = ax.imshow(table.numpy(), cmap="RdBu", vmin=vmin, vmax=vmax)
     ax.set(title=title, ylabel="layer")
+    integer_ticks(ax)
     if table.shape[1] > model.cfg.n_heads:
         ax.set(xticks=range(len(words)), xlabel="position (roles of the first prompt)")
         ax.set_xticklabels(words, rotation=90)
-fig.colorbar(image, ax=axes)
+    else:
+        ax.set(xlabel="head")
+fig.colorbar(image, ax=axes, label="normalised logit difference when noised (1: clean, 0: corrupted)")
 plt.show()
 s2 = prompts.s2_pos[0].item()
 print(f"resid_pre at S2 ({s2}), layers 0-2: {resid[:, s2].round(decimals=2).tolist()}; at END: "

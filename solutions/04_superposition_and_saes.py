@@ -13,7 +13,7 @@
 # it, `check(name)`, grades your function and prints `PASS`, or what was expected,
 # what came back and the most likely mistake.
 # `mi-course check course/04_superposition_and_saes.ipynb` grades everything at once.
-# The notebook runs in a couple of minutes on a laptop CPU.
+# The notebook runs in a few minutes on a laptop CPU.
 
 # %% [markdown] exercise_table=true
 
@@ -31,13 +31,14 @@ from toy_models import load_pretrained
 from toy_models import superposition as sp
 from toy_models.code_concepts import CONCEPTS, byte_concepts
 from toy_models.data import ByteTokenizer, load_python_corpus
+from toy_models.exercises import finish_first
 from toy_models.sae import (
     FEATURE_LABELS, SHIPPED_SAE, STEERING_FEATURE, SAEConfig, SparseAutoencoder, collect_activations, hook_activations,
     load_sae, resample_dead_features, validation_windows,
 )
 
 check = make_check("04_superposition_and_saes")
-torch.set_num_threads(1)  # these models are small: one thread is as fast, and polite
+torch.set_num_threads(1)  # small models train faster on one thread (see toy_models.threads)
 tokenizer = ByteTokenizer()
 
 # %% [markdown]
@@ -73,6 +74,7 @@ from solutions.superposition_saes import importance_weighted_loss
 toy = load_pretrained("superposition-5-2")
 W = toy.W.detach()  # [instances, hidden=2, features=5]
 x = sp.sparse_features(4096, toy.config, torch.Generator().manual_seed(0))
+finish_first(importance_weighted_loss)
 print("loss per instance, yours vs the model's:",
       importance_weighted_loss(x, toy(x), toy.importance).detach().numpy().round(4),
       toy.loss_per_instance(x, toy(x)).detach().numpy().round(4))
@@ -115,9 +117,10 @@ from solutions.superposition_saes import feature_dimensionality
 # %%
 big = load_pretrained("superposition-100-20")  # 100 equally important features in 20 dims
 W_big = big.W.detach()
+finish_first(feature_dimensionality)
 dims = feature_dimensionality(W_big)
 density = torch.tensor(big.config.feature_probability)
-fig, ax = plt.subplots(figsize=(9, 4))
+fig, ax = plt.subplots(figsize=(9, 4), layout="constrained")
 for n in range(big.config.n_instances):
     keep = W_big[n].norm(dim=0) > 0.5
     ax.scatter(torch.full((int(keep.sum()),), 1 / density[n].item()), dims[n][keep], s=8, alpha=0.3, color="C0")
@@ -133,55 +136,50 @@ print("share of represented features with D within 0.05 of 1/2, per instance:",
       (near_half.sum(-1) / (W_big.norm(dim=1) > 0.5).sum(-1).clamp_min(1)).numpy().round(2))
 
 # %% [markdown]
-# The black curve falls from 1 (dense: 20 features, each its own dimension) and
-# **sticks at 1/2** over a range of sparsities: there, every represented feature is
-# half of an antipodal pair. The dots, one per feature, cluster on the same sticky
-# values.
+# The black curve starts at 1 at the dense end: there the model spends its 20
+# dimensions in full (`||W||_F²` is 20). It does not spend them as Elhage et al.'s
+# model does, on 20 features with a dimension each: this checkpoint spreads them
+# thinly over more features, none with a column norm near 1, so the dots at the left
+# (one per feature whose norm is above one half) all lie below 1/2. As the features
+# get sparser, the curve falls and **sticks at 1/2** over a range of sparsities: there,
+# every represented feature is half of an antipodal pair, and its dot sits on 1/2.
+# Sparser still, the model packs in ever more features and the curve falls on.
 #
 # ### A phase diagram
 #
 # Elhage et al.'s simplest phase diagram: **2 features in 1 dimension**, feature 0
 # of importance 1, feature 1 of importance `r`, both with density `p`. Depending on
 # `(p, r)` the model drops feature 1, gives the dimension to feature 1 alone, or
-# stores both, antipodally, in superposition. We train the 8 × 8 grid as 64
-# instances at once (about 15 seconds; `mi-course check` skips it).
+# stores both, antipodally, in superposition. `toy_models.superposition.train_phase_diagram`
+# trains the 8 × 8 grid as 64 instances at once, with your `importance_weighted_loss`
+# (`mi-course check` skips it).
 
 # %% tags=["skip-when-grading"]
-densities = torch.logspace(0, -2, 8)  # 1 .. 0.01
-ratios = torch.logspace(-1, 1, 8)  # importance of feature 1, relative to feature 0
-grid_p, grid_r = torch.meshgrid(densities, ratios, indexing="ij")
-config = sp.SuperpositionConfig(n_features=2, n_hidden=1, n_instances=64,
-                                feature_probability=tuple(grid_p.flatten().tolist()))
-generator = torch.Generator().manual_seed(0)
-phase_model = sp.SuperpositionModel(config, generator=generator)
-importance = torch.stack([torch.ones(64), grid_r.flatten()], dim=-1)  # [instances, 2]
-optimizer = torch.optim.Adam(phase_model.parameters(), lr=1e-2)
-for step in range(1500):
-    x = sp.sparse_features(512, config, generator)
-    loss = importance_weighted_loss(x, phase_model(x), importance).sum()
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-
-w = phase_model.W.detach()[:, 0, :]  # [instances, 2]: each feature's 1-d direction
-present = w.abs() > 0.5
-phase = torch.where(present[:, 0] & present[:, 1], 2, torch.where(present[:, 1], 1, 0)).reshape(8, 8)
-fig, ax = plt.subplots(figsize=(5, 4))
-ax.imshow(phase.T, origin="lower", cmap=plt.matplotlib.colors.ListedColormap(["#ddd", "#4c72b0", "#dd8452"]),
-          vmin=0, vmax=2, extent=(0, 8, 0, 8))
-ax.set_xticks(torch.arange(8) + 0.5, [f"{p:.2f}" for p in densities], rotation=45)
-ax.set_yticks(torch.arange(8) + 0.5, [f"{r:.1f}" for r in ratios])
-ax.set(xlabel="feature density p", ylabel="relative importance r of feature 1",
-       title="grey: feature 1 dropped; blue: feature 1 only;\norange: both, in superposition")
+finish_first(importance_weighted_loss)
+w = sp.train_phase_diagram(importance_weighted_loss)  # [density, ratio, 2]: each feature's 1-d direction
+phase = sp.phases(w)
+colours = ["#ddd", "#4c72b0", "#dd8452", "#8c564b"]
+fig, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
+ax.imshow(phase.T, origin="lower", cmap=plt.matplotlib.colors.ListedColormap(colours),
+          vmin=0, vmax=len(colours) - 1, extent=(0, 8, 0, 8))
+ax.set_xticks(torch.arange(8) + 0.5, [f"{p:.2f}" for p in sp.PHASE_DENSITIES], rotation=45)
+ax.set_yticks(torch.arange(8) + 0.5, [f"{r:.1f}" for r in sp.PHASE_RATIOS])
+ax.set(xlabel="feature density p", ylabel="relative importance r of feature 1", title="2 features in 1 dimension")
+ax.legend(handles=[plt.matplotlib.patches.Patch(color=c, label=n) for c, n in zip(colours, sp.PHASE_NAMES)],
+          loc="upper left", bbox_to_anchor=(1.02, 1))
 plt.show()
-both = present[:, 0] & present[:, 1]
-print(f"{int(both.sum())} cells in superposition; in {int((w[both, 0] * w[both, 1] < 0).sum())} of them "
-      "the two features point opposite ways (antipodal)")
+for index, name in enumerate(sp.PHASE_NAMES):
+    print(f"{name}: {int((phase == index).sum())} cells")
 
 # %% [markdown]
-# Dense features (left) are never superposed: the model keeps whichever feature is
-# more important. Sparse ones (right) share the dimension, antipodally, unless one
-# is far less important than the other.
+# Dense features (the left column, density 1) are never stored antipodally: the model
+# keeps feature 0 while it is the more important, feature 1 once it is, and where the
+# two are nearly equal it may mix them in one direction (which only works because dense
+# features are always on together). One step sparser, the two share the dimension
+# antipodally in a band around equal importance; in the sparser half of the grid most
+# cells store both, antipodally, even where feature 1 is ten times less important than
+# feature 0. The boundaries are ragged: at the sparsest density each feature is on in
+# only about five of a batch's 512 examples, so those cells learn from few examples.
 #
 # ## Part 2 · A sparse autoencoder from scratch
 #
@@ -227,7 +225,7 @@ from solutions.superposition_saes import topk_activation
 #
 # Collect layer-0 MLP activations on 20k tokens of the training split, then train a
 # small ReLU SAE with your loss and your normalisation, and a TopK one with your
-# activation (about 30 seconds). Every 50 steps, features that never fired are
+# activation. Every 50 steps, features that never fired are
 # *resampled*: pointed at inputs the SAE reconstructs badly
 # (`toy_models.sae.resample_dead_features`). `mi-course check` skips these cells.
 

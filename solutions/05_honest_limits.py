@@ -19,7 +19,7 @@
 # `raise NotImplementedError(...)` with your code and run the cell; the `check(...)`
 # cell after it grades it. `mi-course check course/05_honest_limits.ipynb` grades
 # every code exercise; the capstone's write-up is graded by hand, with the rubric
-# given there. The notebook runs in about two minutes on a laptop CPU.
+# given there. The notebook runs in under a minute on a laptop CPU.
 #
 # The toy models are tiny, so every effect here is small-scale. Where the toy
 # differs from what has been reported on large models, the text says so.
@@ -46,10 +46,11 @@ from toy_models.code_concepts import byte_concepts
 from toy_models.data import ByteTokenizer, load_python_corpus, make_ioi_prompts, repeated_random_tokens
 from toy_models.metrics import induction_scores
 from toy_models.model import next_token_loss
+from toy_models.plots import integer_ticks, signed_heatmap
 from toy_models.sae import SHIPPED_SAE, SWEEP_SAES, evaluate_sae, hook_activations, load_sae
 
 check = make_check("05_honest_limits")
-torch.set_num_threads(1)  # small models: one thread is as fast, and polite
+torch.set_num_threads(1)  # small models run faster on one thread (see toy_models.threads)
 tokenizer = ByteTokenizer()
 code_model = load_pretrained("code-2l").requires_grad_(False)
 N_WINDOWS, N_CTX = 32, code_model.cfg.n_ctx
@@ -337,7 +338,7 @@ def ioi_logit_diff(logits):
 
 
 ioi_circuits = []
-fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+fig, axes = plt.subplots(1, 2, figsize=(10, 3), layout="constrained")
 for axis, name in zip(axes, ["ioi-3l", "ioi-3l-seed1"]):
     model = load_pretrained(name)
     with torch.no_grad():
@@ -347,12 +348,12 @@ for axis, name in zip(axes, ["ioi-3l", "ioi-3l-seed1"]):
     heads = scores[:, : model.cfg.n_heads]
     # The heads whose noising removes at least 20% of the logit difference.
     ioi_circuits.append({"important": [(layer, h) for layer, h in (heads < 0.8).nonzero().tolist()]})
-    image = axis.imshow(scores, cmap="RdBu", vmin=-0.5, vmax=1.5)
+    signed_heatmap(axis, scores, centre=1.0, label="logit difference kept when noised")
     axis.set_title(f"{name}: logit diff {clean_ld:.1f}")
     axis.set_xlabel("head (last column: MLP)")
     axis.set_ylabel("layer")
+    integer_ticks(axis)
     print(f"{name}: heads whose noising costs >= 20%: {ioi_circuits[-1]['important']}")
-plt.colorbar(image, ax=axes)
 plt.show()
 print(f"IOI circuits that transfer by position: {circuit_transfer_rate(ioi_circuits):.0%} of pairs")
 
@@ -568,12 +569,11 @@ with torch.no_grad():
 effects = 1 - patch_components(code_model, clean_t, corrupted_t,
                                lambda logits: (capstone_logit_diff(logits) - corrupted_ld) / (clean_ld - corrupted_ld))
 print(f"logit difference {choice['answer']!r} - {choice['wrong']!r}: clean {clean_ld:.2f}, corrupted {corrupted_ld:.2f}")
-plt.figure(figsize=(5, 2.5))
-plt.imshow(effects, cmap="Reds", vmin=0, vmax=1)
-plt.colorbar(label="share of the behaviour removed")
-plt.xlabel("head (last column: MLP)")
-plt.ylabel("layer")
-plt.title("noising each component")
+fig, ax = plt.subplots(figsize=(5, 2.5), layout="constrained")
+image = ax.imshow(effects, cmap="Reds", vmin=0, vmax=1)
+fig.colorbar(image, ax=ax, label="share of the behaviour removed")
+ax.set(xlabel="head (last column: MLP)", ylabel="layer", title="noising each component")
+integer_ticks(ax)
 plt.show()
 print(effects.numpy().round(2))
 

@@ -47,8 +47,10 @@ def prefix_matching_scores(
     """Each head's mean attention from a token to every position that *follows* an earlier
     occurrence of that token (key k with tokens[k - 1] == tokens[q], k <= q).
 
-    The attention to all such keys is summed per query, then averaged over the batch and
-    over the queries that have at least one such key (the others cannot prefix-match).
+    The attention to all such keys is summed per query, then averaged over every
+    (sequence, query) pair that has at least one such key, pooled over the batch: the sum
+    over all those pairs divided by their number, not a mean per sequence first (the
+    queries with no such key cannot prefix-match, and are left out).
     """
     # previous[b, q, k]: the token before key k is the token at query q
     previous = tokens[:, None, :-1] == tokens[:, :, None]  # [batch, query, key - 1]

@@ -43,8 +43,10 @@ def mean_logit_diff(logits: Float[Tensor, "batch pos d_vocab"], prompts: IOIProm
 def normalised_logit_diff(
     logits: Float[Tensor, "batch pos d_vocab"], prompts: IOIPrompts, clean_logit_diff: float, corrupted_logit_diff: float
 ) -> Float[Tensor, ""]:
-    """The patching metric: the mean logit difference rescaled so that the clean run scores
-    1 and the corrupted run 0, (LD - LD_corrupted) / (LD_clean - LD_corrupted)."""
+    """The patching metric: the mean logit difference (computed with your `mean_logit_diff`,
+    so check that first) rescaled so that the clean run scores 1 and the corrupted run 0,
+    (LD - LD_corrupted) / (LD_clean - LD_corrupted). It is signed:
+    below 0 when a patched run's LD falls below the corrupted one's, above 1 past the clean one's."""
     return (mean_logit_diff(logits, prompts) - corrupted_logit_diff) / (clean_logit_diff - corrupted_logit_diff)
 
 
@@ -148,11 +150,12 @@ def path_patch_head_to_heads(
 ) -> Float[Tensor, "n_layers n_heads"]:
     """Path patching, sender head -> receiver heads' `receiver_input` ("q", "k" or "v").
 
-    For each sender in a layer before the first receiver: (1) run the clean prompts with the
-    sender's output `z` from the corrupted run and every other head's `z` frozen at its clean
-    value (MLPs recompute), and record the receivers' `hook_{receiver_input}`; (2) run the
-    clean prompts again with only those receiver inputs patched in, and return the metric.
-    Senders in the receivers' layers or later are left at 0."""
+    Receivers may sit in several layers, listed in any order. For each sender in a layer
+    below the lowest receiver's: (1) run the clean prompts with the sender's output `z` from
+    the corrupted run and every other head's `z` frozen at its clean value (MLPs recompute),
+    and record the receivers' `hook_{receiver_input}`; (2) run the clean prompts again with
+    only those receiver inputs patched in, and return the metric.
+    Senders in the lowest receiver's layer or later are left at 0."""
     _, clean = model.run_with_cache(clean_tokens, names_filter=lambda name: name.endswith("hook_z"))
     _, corrupted = model.run_with_cache(corrupted_tokens, names_filter=lambda name: name.endswith("hook_z"))
     first_receiver_layer = min(layer for layer, _ in receivers)

@@ -83,7 +83,8 @@ def dead_and_dense_fractions(
     feature_acts: Float[Tensor, "tokens d_sae"], dense_threshold: float = 0.1
 ) -> tuple[float, float]:
     """(share of features never active on these tokens, share active on more than
-    `dense_threshold` of them)."""
+    `dense_threshold` of them). A feature active on exactly `dense_threshold` of the
+    tokens is not dense."""
     frequency = (feature_acts > 0).float().mean(dim=0)
     return (frequency == 0).float().mean().item(), (frequency > dense_threshold).float().mean().item()
 

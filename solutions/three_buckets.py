@@ -17,8 +17,9 @@ from torch import Tensor
 def bracket_depth(tokens: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
     """How many brackets ( [ { are open after each byte, counting that byte itself.
 
-    An opener adds 1 and a closer ) ] } takes 1 away; the depth never goes below 0 (a
-    window cut out of a file can start inside brackets, so it can meet closers first).
+    An opener adds 1 and a closer ) ] } takes 1 away, and the running depth is clamped at
+    0 after each byte: a closer met at depth 0 is ignored (a window cut out of a file can
+    start inside brackets, so it can meet closers first), so ")(" ends at depth 1, not 0.
     Each sequence of the batch is counted on its own, from depth 0.
     """
     is_open = torch.isin(tokens, torch.tensor([ord("("), ord("["), ord("{")])).long()
@@ -67,12 +68,14 @@ def fit_probe(
 def held_out_probe_accuracy(
     acts: Float[Tensor, "n d_model"], labels: Bool[Tensor, " n"], train_fraction: float = 0.7, steps: int = 200
 ) -> Float[Tensor, ""]:
-    """Fit a probe (`fit_probe`) on the first `train_fraction` of the examples and return
-    its accuracy on the rest, the examples it never saw. Returns a float scalar tensor.
+    """Fit a probe with your `fit_probe` (so check that first) on the first
+    `train_fraction` of the examples and return its accuracy on the rest, the examples it
+    never saw. Returns a float scalar tensor.
     """
     n_train = int(train_fraction * acts.shape[0])
     direction, bias = fit_probe(acts[:n_train], labels[:n_train], steps=steps)
-    predictions = acts[n_train:] @ direction + bias > 0
+    # A probe fitted in another dtype (float64, say) is read in the activations' own.
+    predictions = acts[n_train:] @ direction.to(acts.dtype) + bias > 0
     return (predictions == labels[n_train:]).float().mean()
 
 

@@ -7,19 +7,27 @@ A chapter's test module (tests/test_graders_NN.py) imports them (`__all__`) and 
   solution cell, words the failure message must contain): at least two per exercise;
 * `ALSO_RIGHT`: right answers written differently, (exercise, edits), which must pass.
 
+Each case is tried both ways a learner meets it: graded (every variant, as `mi-course
+check` and nbgrader's hidden tests grade it) and through the notebook's `check(obj)`,
+whose verdict must agree: no PASS in the notebook for code the graded notebook fails.
+
 `pytest_generate_tests` in conftest.py parametrizes the tests from those names.
 """
 
+import contextlib
+import io
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
+import nbformat
 import pytest
 import torch
-from solution_edits import edited_solution
+from solution_edits import edited_namespace, edited_solution, users_of
 
 from graders import load_submission
+from graders.core import ExerciseNotPassed
 from graders.reporting import summary
 from mi_course import checking
 from mi_course.runtime.paths import COURSE_DIR, SOLUTIONS_DIR
@@ -29,6 +37,8 @@ __all__ = [  # what a chapter's test module imports
     "solution", "test_grader_passes_the_reference", "test_grader_fails_a_wrong_implementation_and_names_the_mistake",
     "test_every_exercise_has_at_least_two_wrong_implementations", "test_grader_accepts_another_right_answer",
     "test_mi_course_check_passes_the_solution_notebook", "test_mi_course_check_on_the_student_notebook_reports_not_attempted",
+    "test_check_in_the_notebook_never_passes_a_wrong_implementation", "test_the_graded_notebook_fails_a_wrong_implementation",
+    "test_check_in_the_notebook_passes_another_right_answer", "test_a_wrong_piece_is_blamed_in_the_pieces_that_use_it",
 ]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +73,54 @@ def test_grader_accepts_another_right_answer(request, solution, also_right):
     name, edits = also_right
     result = request.module.CHAPTER.exercises[name].run(edited_solution(solution, name, edits))
     assert result.verdict is Verdict.PASS, summary(result)
+
+
+def notebook_check(namespace: dict, name: str, variant: str = "") -> str:
+    """What the notebook prints when its learner runs `check(name)` (with `variant`, as in `, seed=1`)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(f"check({name}{variant})", namespace)  # noqa: S102 - as the notebook's cell runs it
+    return printed.getvalue()
+
+
+def graded_cell(solution, name: str) -> str:
+    """The source of the notebook's graded cell that checks `name`, hidden tests included."""
+    (source,) = [cell.source for cell in nbformat.read(solution.path, as_version=4).cells
+                 if cell.metadata.get("nbgrader", {}).get("grade_id") == f"check_{name}"]
+    return source
+
+
+def test_check_in_the_notebook_never_passes_a_wrong_implementation(request, solution, wrong):
+    name, edits, words = wrong
+    printed = notebook_check(edited_namespace(solution, name, edits), name)
+    assert not printed.startswith("PASS"), printed
+    assert words in printed, printed
+
+
+def test_the_graded_notebook_fails_a_wrong_implementation(request, solution, wrong, monkeypatch):
+    """Under nbgrader the graded cell, with its hidden tests, raises: the exercise scores 0."""
+    name, edits, _ = wrong
+    namespace = edited_namespace(solution, name, edits)
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    with pytest.raises(ExerciseNotPassed), contextlib.redirect_stdout(io.StringIO()):
+        exec(graded_cell(solution, name), namespace)  # noqa: S102
+
+
+def test_check_in_the_notebook_passes_another_right_answer(request, solution, also_right):
+    name, edits = also_right
+    printed = notebook_check(edited_namespace(solution, name, edits), name)
+    assert printed.startswith("PASS"), printed
+
+
+def test_a_wrong_piece_is_blamed_in_the_pieces_that_use_it(request, solution, wrong_piece):
+    """A learner whose `name` is wrong, with every piece that uses it run again after it: each
+    of those pieces passes, or fails saying that `name` fails its own check."""
+    name, edits, _ = wrong_piece
+    users = users_of(request.module.CHAPTER, name)
+    namespace = edited_namespace(solution, name, edits, rerun=users)
+    for user in users:
+        printed = notebook_check(namespace, user)
+        assert printed.startswith("PASS") or f"uses your `{name}`, which" in printed, printed
 
 
 def test_mi_course_check_passes_the_solution_notebook(request, capsys):

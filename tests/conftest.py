@@ -4,6 +4,7 @@ import ipaddress
 import socket
 
 import pytest
+from solution_edits import users_of
 
 _connect = socket.socket.connect
 
@@ -35,6 +36,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("exercise_name", list(module.CHAPTER.exercises))
     if "wrong" in metafunc.fixturenames:
         metafunc.parametrize("wrong", module.WRONG, ids=[f"{case[0]}-{i}" for i, case in enumerate(module.WRONG)])
+    if "wrong_piece" in metafunc.fixturenames:  # the wrong cases of pieces that other exercises use
+        pieces = [case for case in module.WRONG if users_of(module.CHAPTER, case[0])]
+        metafunc.parametrize("wrong_piece", pieces, ids=[f"{case[0]}-{module.WRONG.index(case)}" for case in pieces])
     if "also_right" in metafunc.fixturenames:
         metafunc.parametrize("also_right", module.ALSO_RIGHT,
                              ids=[f"{case[0]}-{i}" for i, case in enumerate(module.ALSO_RIGHT)])

@@ -16,15 +16,15 @@ from prose_figures import SOLUTIONS_DIR, Prose
 from toy_models import load_pretrained
 from toy_models.metrics import induction_scores
 from toy_models.model import next_token_loss
-from toy_models.train import INDUCTION_SEQ_LEN, TRANSFORMER_JOBS, induction_batch
+from toy_models.train import INDUCTION_LIVE, INDUCTION_SEQ_LEN, induction_batch
 
 CHAPTER = "00_transformer_from_scratch"
 PROSE = Prose(CHAPTER)
 BLOCK_LENGTH = PROSE.quote("then a random block of {} tokens, then the same block again")
 GUESSES_THE_FIRST_BLOCK = PROSE.quote("its loss there, printed below, is about that of guessing, `log(d_vocab - 1)`")
 PREDICTS_THE_REPEAT = PROSE.quote("But it predicts the repeat almost perfectly")
-SHIPPED_INDUCTION_SCORE = PROSE.quote("the shipped model, trained with the same recipe, reaches {:.2f} on these "
-                                      "held-out sequences")
+SHIPPED_INDUCTION_SCORE = PROSE.quote("the shipped model, trained on the same data for 600 steps, reaches {:.2f} "
+                                      "on these held-out sequences")
 
 # Every decimal number of the prose is a quote above: nothing to explain.
 NOT_MEASURED: dict[str, str] = {}
@@ -59,13 +59,13 @@ def test_the_shipped_model_s_best_layer_1_induction_score(shipped):
     SHIPPED_INDUCTION_SCORE.holds(induction_scores(shipped, held_out, INDUCTION_SEQ_LEN)[1].max().item())
 
 
-def test_the_notebook_trains_as_many_steps_as_the_shipped_recipe():
-    """Its parameters cell says so ("as many as the shipped model's recipe")."""
+def test_the_notebook_trains_as_many_steps_as_the_live_recipe():
+    """Its parameters cell says so ("as many as the live recipe, INDUCTION_LIVE")."""
     cells = jupytext.read(SOLUTIONS_DIR / f"{CHAPTER}.py", fmt="py:percent").cells
     (parameters,) = [cell.source for cell in cells if "parameters" in cell.metadata.get("tags", [])]
     namespace: dict = {}
     exec(parameters, namespace)  # noqa: S102 - the chapter's own two assignments
-    assert namespace["TRAIN_STEPS"] == TRANSFORMER_JOBS["induction-2l"].recipe.steps
+    assert namespace["TRAIN_STEPS"] == INDUCTION_LIVE.steps
 
 
 def test_every_number_in_the_prose_is_computed_or_explained():

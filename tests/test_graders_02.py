@@ -25,6 +25,8 @@ CIRCUIT = '{"previous_token": [(0, 0)], "induction": [(1, 0), (1, 1)]}'
 
 # (exercise, the learner's mistake as edits of the solution, words the verdict's message must contain)
 WRONG = [
+    # Detectors: random causal patterns peaked enough that each diagonal carries a different weight separate the
+    # diagonals and the axes; pos = 2, 9 and 17 separate a sum from a mean.
     ("previous_token_scores", [("offset=-1", "offset=1")], "off-by-one diagonal"),
     ("previous_token_scores", [("offset=-1", "offset=0")], "off-by-one diagonal"),
     ("previous_token_scores", [(".mean(dim=(0, -1))", ".mean(dim=(0, 1))")], "averaged over the wrong axes"),
@@ -33,33 +35,57 @@ WRONG = [
     ("current_token_scores", [(".mean(dim=(0, -1))", ".mean(dim=(0, 1))")], "averaged over the wrong axes"),
     ("first_token_scores", [("pattern[..., 0]", "pattern[..., 0, :]")], "first *query's* row"),
     ("first_token_scores", [("pattern[..., 0]", "pattern[..., 1:, 0]")], "left out query 0"),
+    # prefix_matching_scores: the block repeated 3 times separates the shifts and counting only the last copy; the
+    # 4-token vocabulary has queries with no key to match, separating the mean over every query.
     ("prefix_matching_scores", [("tokens[:, None, :-1]", "tokens[:, None, :]"), ("(1, 0)", "(0, 0)")], "duplicate-token head"),
     ("prefix_matching_scores", [("(attended * has_target[:, None]).sum(dim=(0, 2)) / has_target.sum()",
                                  "attended.mean(dim=(0, 2))")], "averaged over every query"),
     ("prefix_matching_scores", [("tokens[:, None, :-1]", "tokens[:, None, :-2]"), ("(1, 0)", "(2, 0)")], "off by one"),
+    # Without the shift: earlier copies of the query's token (k < q), separated by any repeated block.
+    ("prefix_matching_scores", [("tokens[:, None, :-1] == tokens[:, :, None]", "tokens[:, None, :] == tokens[:, :, None]"),
+                                ("torch.nn.functional.pad(previous, (1, 0), value=False)", "previous"),
+                                ("torch.ones_like(targets).tril()", "torch.ones_like(targets).tril(diagonal=-1)")],
+     "without the shift"),
+    ("prefix_matching_scores", [("(1, 0)", "(0, 1)")], "padded the comparison on the right"),
+    # Per sequence first: separated by the sequences with 6 and 1 queries that can match (and, with seed 0, by the
+    # repeated blocks, whose 3 sequences have 10, 10 and 11 by chance).
+    ("prefix_matching_scores", [("(attended * has_target[:, None]).sum(dim=(0, 2)) / has_target.sum()",
+                                 "((attended * has_target[:, None]).sum(dim=2) / has_target.sum(dim=1)[:, None]).mean(dim=0)")],
+     "averaged each sequence's queries first"),
+    # in_context_learning_score: a random loss at early = 2, late = 30 (and 0, 47) separates ranges from indices.
     ("in_context_learning_score", [("per_token_loss[:, late].mean() - per_token_loss[:, early].mean()",
                                     "per_token_loss[:, early].mean() - per_token_loss[:, late].mean()")], "wrong sign"),
     ("in_context_learning_score", [("per_token_loss[:, late].mean() - per_token_loss[:, early].mean()",
                                     "per_token_loss[:, late:].mean() - per_token_loss[:, :early].mean()")], "ranges of tokens"),
     ("in_context_learning_score", [("per_token_loss[:, late].mean() - per_token_loss[:, early].mean()",
                                     "per_token_loss[:, late - 1].mean() - per_token_loss[:, early - 1].mean()")], "off by one"),
+    # head_ablation_losses: the shipped model (attention to the start token differs from later positions) separates
+    # the mean's axes; the random model's variants separate the kinds and the positions kept.
     ("head_ablation_losses", [('cache["z", layer][:, :, head].mean(dim=0)', 'cache["z", layer][:, :, head].mean(dim=(0, 1))')],
      "over the batch *and the positions*"),
     ("head_ablation_losses", [("per_token[:, -(seq_len - 1):]", "per_token[:, seq_len:]")], "first token of the repeat"),
     ("head_ablation_losses", [("per_token[:, -(seq_len - 1):].mean()", "per_token.mean()")], "over the whole sequence"),
     ("head_ablation_losses", [('0.0 if kind == "zero" else mean_z', "0.0")], "you ran zero ablation when kind='mean'"),
+    # Separated by any model with more than one head per layer: the heads of a layer get one loss.
+    ("head_ablation_losses", [('f"blocks.{layer}.attn.hook_z"', 'f"blocks.{layer}.hook_attn_out"'),
+                              ('z[:, :, head] = 0.0 if kind == "zero" else mean_z', "z[:] = 0.0")], "you zeroed hook_attn_out"),
+    # direct_logit_attribution: the shipped model's nonzero-mean head outputs separate centring; its ln_final.w and
+    # scale separate the other LayerNorm mistakes; any tokens the off-by-one targets.
     ("direct_logit_attribution", [("        out = out - out.mean(dim=-1, keepdim=True)  # the final LayerNorm centres every component\n", "")],
      "did not centre"),
     ("direct_logit_attribution", [("model.W_U.T[tokens[:, 1:]]", "model.W_U.T[tokens[:, :-1]]")], "the token at p itself"),
     ("direct_logit_attribution", [("out / scale[:, :, None]", "out")], "did not divide by the final LayerNorm's scale"),
     ("direct_logit_attribution", [(" * model.ln_final.w", "")], "ln_final.w"),
+    # full_ov_circuit: a random model with 3 heads and d_head = 5 separates the heads and the order of the matrices.
     ("full_ov_circuit", [("return W_E @ W_OV @ model.W_U", "return (W_E @ W_OV @ model.W_U).T")], "transposed"),
     ("full_ov_circuit", [("FactoredMatrix(model.blocks[layer].attn.W_V[head], model.blocks[layer].attn.W_O[head])",
                           "FactoredMatrix(model.blocks[layer].attn.W_Q[head], model.blocks[layer].attn.W_K[head].T)"),
                          ("W_E @ W_OV @ model.W_U", "W_E @ W_OV @ W_E.T")], "QK circuit"),
     ("full_ov_circuit", [("W_V[head]", "W_V[0]"), ("W_O[head]", "W_O[0]")], "another head's W_V or W_O"),
+    # top1_copying_accuracy: column 0 is large, so the argmax over the wrong axis gives another answer.
     ("top1_copying_accuracy", [("argmax(dim=-1)", "argmax(dim=0)")], "wrong axis"),
     ("top1_copying_accuracy", [(".float().mean().item()", ".sum().item()")], "how many tokens copy"),
+    # k_composition_score: random rank-4 matrices separate the order and Q-composition; W_OV scaled by 10 normalisation.
     ("k_composition_score", [("composed = W_OV @ W_QK.T", "composed = W_OV @ W_QK")], "Q-composition"),
     ("k_composition_score", [("(composed.norm() / (W_OV.norm() * W_QK.norm())).item()", "composed.norm().item()")],
      "did not normalise"),
@@ -77,6 +103,10 @@ WRONG = [
 ALSO_RIGHT = [
     ("previous_token_scores", [("return pattern.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(0, -1))",
                                 "pos = pattern.shape[-1]\n    return pattern[:, :, torch.arange(1, pos), torch.arange(pos - 1)].mean(dim=(0, 2))")]),
+    # The shift by concatenation: a token that is never an id (-1) before the first position.
+    ("prefix_matching_scores", [("tokens[:, None, :-1] == tokens[:, :, None]", "torch.cat([torch.full_like(tokens[:, :1], -1), "
+                                 "tokens[:, :-1]], dim=1)[:, None, :] == tokens[:, :, None]"),
+                                ("torch.nn.functional.pad(previous, (1, 0), value=False)", "previous")]),
     ("first_token_scores", [("return pattern[..., 0].mean(dim=(0, -1))",
                              'return einops.reduce(pattern[..., 0], "batch head query -> head", "mean")')]),
     ("in_context_learning_score", [("per_token_loss[:, late].mean() - per_token_loss[:, early].mean()",
@@ -85,6 +115,9 @@ ALSO_RIGHT = [
     ("k_composition_score", [("composed.norm()", "torch.linalg.matrix_norm(composed)")]),
     ("induction_circuit", [(CIRCUIT, '{"Previous-token heads": ["L0H0"], "induction_heads": [[1, 0], "1.1"]}')]),
     ("induction_circuit", [(CIRCUIT, '{"previous_token": (0, 0), "induction": {(1, 1), (1, 0)}}')]),
+    # Heads read off a table of scores: numpy integers from np.argwhere, tensors from .nonzero().
+    ("induction_circuit", [(CIRCUIT, '{"previous_token": [tuple(h) for h in __import__("numpy").argwhere([[1, 0], [0, 0]])], '
+                                     '"induction": list(torch.tensor([[0.1, 0.2], [0.95, 0.97]]).gt(0.9).nonzero())}')]),
 ]
 
 
@@ -100,13 +133,13 @@ def test_the_visible_check_of_ablation_misses_what_the_hidden_tests_catch(soluti
 
 
 def test_the_solution_notebook_runs_top_to_bottom_and_training_forms_induction_heads(tmp_path):
-    """The whole notebook, live training included (about a minute): the model trained live
-    reaches an induction score >= 0.9, the one-layer control does not come close."""
+    """The whole notebook, live training included: the model trained live reaches an induction
+    score past 0.8 (as the prose says), the one-layer control does not come close."""
     nb = nbformat.read(SOLUTION, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     printed = "".join(output.get("text", "") for cell in nb.cells for output in cell.get("outputs", []))
     assert printed.count("PASS: ") == sum(len(exercise.variants) for exercise in CHAPTER.exercises.values())
     live = float(re.search(r"LIVE 2-layer: final best induction score ([\d.]+)", printed).group(1))
     control = float(re.search(r"CONTROL 1-layer: best induction score at any step ([\d.]+)", printed).group(1))
-    assert live >= 0.9, printed
+    assert live > 0.8, printed
     assert control < 0.3, printed

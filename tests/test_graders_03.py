@@ -23,9 +23,11 @@ ROW = "final[batch, prompts.io_tokens] - final[batch, prompts.s_tokens]"
 
 # (exercise, the learner's mistake as edits of the solution, words the verdict's message must contain)
 WRONG = [
+    # mean_logit_diff: inputs: random logits, and prompts whose end_pos is not the last position (a padded batch)
     ("mean_logit_diff", [("logits[batch, prompts.end_pos]", "logits[:, -1]")], "wrong position"),
     ("mean_logit_diff", [(ROW, "final[batch, prompts.s_tokens] - final[batch, prompts.io_tokens]")], "wrong sign"),
     ("mean_logit_diff", [(f"({ROW}).mean()", f"({ROW})")], "one value per prompt"),
+    # normalised_logit_diff: inputs: baselines around the logit difference LD, on both sides of it (the metric below 0 too)
     ("normalised_logit_diff", [("return (mean_logit_diff(logits, prompts) - corrupted_logit_diff) / (clean_logit_diff - corrupted_logit_diff)",
                                 "return mean_logit_diff(logits, prompts)")], "not normalised"),
     ("normalised_logit_diff", [("return (mean_logit_diff(logits, prompts) - corrupted_logit_diff) / (clean_logit_diff - corrupted_logit_diff)",
@@ -33,31 +35,47 @@ WRONG = [
     ("normalised_logit_diff", [("return (mean_logit_diff(logits, prompts) - corrupted_logit_diff) / (clean_logit_diff - corrupted_logit_diff)",
                                 "return (clean_logit_diff - mean_logit_diff(logits, prompts)) / (clean_logit_diff - corrupted_logit_diff)")],
      "reversed"),
+    # separated by clean_logit_diff = LD + 3, corrupted_logit_diff = LD + 0.5: the metric is -0.2 there
+    ("normalised_logit_diff", [("return (mean_logit_diff(logits, prompts) - corrupted_logit_diff) / (clean_logit_diff - corrupted_logit_diff)",
+                                "return ((mean_logit_diff(logits, prompts) - corrupted_logit_diff) / (clean_logit_diff - corrupted_logit_diff)).abs()")],
+     "absolute value"),
+    # residual_logit_diff: inputs: the accumulated stream, and random components with a non-zero mean over d_model
     ("residual_logit_diff", [("centred = stack - stack.mean(dim=-1, keepdim=True)", "centred = stack")], "did not centre"),
     ("residual_logit_diff", [("centred / scale * model.ln_final.w", "centred * model.ln_final.w")], "scale"),
     ("residual_logit_diff", [("centred / scale * model.ln_final.w", "centred / scale")], "ln_final.w"),
     ("residual_logit_diff", [("return per_prompt.mean(dim=-1)", "return per_prompt")], "one number per component"),
+    # patch_residual_by_position: inputs: abc and flip corruptions, on ioi-3l and a random model, each of resid_pre, attn_out, mlp_out
     ("patch_residual_by_position", [("act[:, position] = corrupted[hook.name][:, position]", "act[position] = corrupted[hook.name][position]")],
      "wrong position"),
     ("patch_residual_by_position", [("act[:, position] = corrupted[hook.name][:, position]", "act[:, position:] = corrupted[hook.name][:, position:]")],
      "wrong position"),
     ("patch_residual_by_position", [("model.run_with_cache(corrupted_tokens,", "model.run_with_cache(clean_tokens,"),
                                     ("model.run_with_hooks(clean_tokens,", "model.run_with_hooks(corrupted_tokens,")], "wrong direction"),
+    # patch_head_outputs: inputs: z, pattern (head axis second) and v, on ioi-3l and a random model
     ("patch_head_outputs", [("model.run_with_cache(corrupted_tokens,", "model.run_with_cache(clean_tokens,"),
                             ("model.run_with_hooks(clean_tokens,", "model.run_with_hooks(corrupted_tokens,")], "wrong direction"),
     ("patch_head_outputs", [("act[:, :, head] = corrupted[hook.name][:, :, head]", "act[:, -1:, head] = corrupted[hook.name][:, -1:, head]")],
      "wrong position"),
     ("patch_head_outputs", [("act[:, head] = corrupted[hook.name][:, head]", "act[:, :, head] = corrupted[hook.name][:, :, head]")],
      "wrong axis"),
+    # path_patch_head_to_logits: inputs: ioi-3l and a random 3-layer model, where later layers read the heads (total != direct effect)
     ("path_patch_head_to_logits", [("z_change = corrupted[\"z\", layer][:, :, head] - clean[\"z\", layer][:, :, head]",
                                     "z_change = clean[\"z\", layer][:, :, head] - corrupted[\"z\", layer][:, :, head]")], "wrong sign"),
     ("path_patch_head_to_logits", [("return resid + change", "return resid"),
                                    ("fwd_hooks=[(final, add_change)]", "fwd_hooks=[(f\"blocks.{layer}.attn.hook_z\", lambda z, hook, head=head: "
                                     "torch.cat([z[:, :, :head], corrupted[hook.name][:, :, head:head + 1], z[:, :, head + 1:]], dim=2))]")],
      "activation patching"),
+    # path_patch_head_to_heads: inputs: receivers in one layer (ioi-3l) and in two, the higher listed first (random); q, k, v
     ("path_patch_head_to_heads", [("z = clean[hook.name].clone()", "z = z")], "did not freeze"),
     ("path_patch_head_to_heads", [("act[:, :, head] = recorded[hook.name][:, :, head]", "act[:] = recorded[hook.name]")],
      "patched every head"),
+    # separated by receivers [(2, 1), (1, 0)] on the random model: two layers, the higher listed first
+    ("path_patch_head_to_heads", [('receiver_names = sorted({f"blocks.{layer}.attn.hook_{receiver_input}" for layer, _ in receivers})',
+                                   'receiver_names = [f"blocks.{receivers[0][0]}.attn.hook_{receiver_input}"]')],
+     "only the receivers in layer 2"),
+    ("path_patch_head_to_heads", [("first_receiver_layer = min(layer for layer, _ in receivers)",
+                                   "first_receiver_layer = receivers[0][0]")], "*lowest* receiver layer"),
+    # attribution_patch_heads: inputs: ioi-3l and a random model, whose gradients differ between the clean and corrupted runs
     ("attribution_patch_heads", [("change = corrupted[name] - clean_z[name].detach()", "change = clean_z[name].detach() - corrupted[name]")],
      "wrong direction"),
     ("attribution_patch_heads", [('"batch pos head d_head, batch pos head d_head -> head")',
@@ -66,9 +84,11 @@ WRONG = [
      "wrong position"),
     ("attribution_patch_heads", [("return value.detach() + torch.stack(estimates)", "return torch.stack(estimates)")],
      "estimated *change*"),
+    # ablated_logit_diff: inputs: two heads, every other head, and none; means over ABC prompts of another seed
     ("ablated_logit_diff", [("z[:, :, head] = reference[hook.name][:, :, head].mean(dim=0)", "z[:, :, head] = 0.0")], "zero-ablated"),
     ("ablated_logit_diff", [(".mean(dim=0)", ".mean(dim=(0, 1))")], "the batch *and the positions*"),
     ("ablated_logit_diff", [("model.run_with_cache(mean_tokens,", "model.run_with_cache(prompts.tokens,")], "over the prompts themselves"),
+    # ioi_circuit: measured from the shipped model (reference_circuit)
     ("ioi_circuit", [(CIRCUIT, '{"name_mover": [(0, 0), (0, 1), (0, 3)], "s_suppression": [(1, 0), (1, 3), (2, 3)]}')],
      "attention is not use"),
     ("ioi_circuit", [(CIRCUIT, '{"name_mover": [(0, 0), (0, 1), (0, 3)], "s_suppression": [(1, 0)]}')], "Missing [(1, 3)]"),
@@ -80,6 +100,13 @@ ALSO_RIGHT = [
     ("mean_logit_diff", [("return (final[batch, prompts.io_tokens] - final[batch, prompts.s_tokens]).mean()",
                           "return (final.gather(-1, prompts.io_tokens[:, None]) - final.gather(-1, prompts.s_tokens[:, None])).mean().item()")]),
     ("ioi_circuit", [(CIRCUIT, '{"Name movers": ["0.0", "L0H1", [0, 3]], "S-suppression heads": ["1.0", "1.3"]}')]),
+    # heads read off a table: rows of .nonzero() (torch integers) and of their numpy array (numpy integers)
+    ("ioi_circuit", [(CIRCUIT, '{"name_mover": torch.tensor([[1, 1, 0, 1]]).nonzero(), '
+                               '"s_suppression": torch.tensor([[0, 0, 0, 0], [1, 0, 0, 1]]).nonzero().numpy()}')]),
+    # a numpy float32 scalar
+    ("mean_logit_diff", [(f"({ROW}).mean()", f"({ROW}).numpy().mean()")]),
+    # the mean over mean_tokens' prompts taken with keepdim and broadcast
+    ("ablated_logit_diff", [("reference[hook.name][:, :, head].mean(dim=0)", "reference[hook.name][:, :, head].mean(dim=0, keepdim=True)")]),
 ]
 
 

@@ -37,22 +37,29 @@ PATCH_RUN = "logits = model.run_with_hooks(clean_tokens, fwd_hooks=[(f\"blocks.{
 
 # (exercise, the learner's mistake as edits of the solution, words the verdict's message must contain)
 WRONG = [
+    # match_features: input: rows of very different lengths, six of b's the negatives of a's, d_sae_a != d_sae_b
     ("match_features", [(MATCH, "cosines = W_dec_a @ W_dec_b.T")], "raw rows"),
     ("match_features", [(MATCH, "cosines = (unit_a @ unit_b.T).abs()")], "absolute cosine"),
     ("match_features", [("F.normalize(W_dec_a, dim=-1)", "F.normalize(W_dec_a, dim=0)"),
                         ("F.normalize(W_dec_b, dim=-1)", "F.normalize(W_dec_b, dim=0)")], "normalised the columns"),
     ("match_features", [("return cosines.max(dim=-1).values", "return cosines.max(dim=0).values")], "max over a's"),
+    # error_term_loss_effect: input: the shipped code-2l and a small sweep SAE, whose error term matters at some tokens
     ("error_term_loss_effect", [(ERROR, "return next_token_loss(with_error, tokens, per_token=True) - "
                                         "next_token_loss(without_error, tokens, per_token=True)")], "sign is flipped"),
     ("error_term_loss_effect", [("return sae(acts)\n", "return torch.zeros_like(acts)\n")], "replaced the activation by zeros"),
     ("error_term_loss_effect", [(ERROR, "return (next_token_loss(without_error, tokens, per_token=True) - "
                                         "next_token_loss(with_error, tokens, per_token=True)).mean()")], "not its mean"),
+    # circuit_transfer_rate: inputs: TRANSFER_CASES, each separating self-pairs, shared heads, per-role and one-sided roles
     ("circuit_transfer_rate", [("itertools.combinations(circuits, 2)", "itertools.product(circuits, repeat=2)")],
      "with itself"),
     ("circuit_transfer_rate", [(SAME, "set(map(tuple, a.get(role, []))) & set(map(tuple, b.get(role, [])))")],
      "merely share a head"),
+    # separated by "four circuits, one without an 'ind' role": the first circuit names no 'ind', the second does
+    ("circuit_transfer_rate", [("for role in {*a, *b}", "for role in a")], "only the roles of the first circuit"),
+    # ablate_direction: chapter 01's grader
     ("ablate_direction", [("unit = direction / direction.norm()", "unit = direction")], "did not normalise the direction"),
     ("ablate_direction", [(ABLATE, "return along[..., None] * unit")], "returned the component along d"),
+    # patch_components: inputs: a model with MLPs and an attention-only one, prompts differing in the middle positions
     ("patch_components", [(PATCH_RUN, PATCH_RUN.replace("clean_tokens", "corrupted_tokens")),
                           ("corrupted_tokens, names_filter", "clean_tokens, names_filter"),
                           ("logits = model.run_with_hooks(clean_tokens, fwd_hooks=[(name,",
@@ -63,11 +70,13 @@ WRONG = [
                            "lambda out, hook: torch.cat([out[:, :-1], corrupted[hook.name][:, -1:]], dim=1)")],
      "only the final position"),
     ("patch_components", [("has_mlp = not model.cfg.attn_only", "has_mlp = False")], "MLPs are missing"),
+    # patching_cost: inputs: COST_CASES, with n_prompts 1, 10, 50 and 100, n_layers != n_heads in two
     ("patching_cost", [('"activation": n_prompts * (2 + n_layers * n_heads * n_pos)',
                         '"activation": n_prompts * n_layers * n_heads * n_pos')], "caching runs"),
     ("patching_cost", [('"activation": n_prompts * (2 + n_layers * n_heads * n_pos)',
                         '"activation": n_prompts * (2 + n_layers * n_heads)')], "one run per head"),
     ("patching_cost", [('"attribution": n_prompts * 3', '"attribution": n_prompts * 2')], "backward pass"),
+    # capstone_behaviour: measured on the shipped code-2l (measure_capstone)
     ("capstone_behaviour", [('"component": "L1H3"', '"component": "L0H2"')], "removes only"),
     ("capstone_behaviour", [('"corrupted": "        x = self.run[a"', '"corrupted": "        x = self.run[ab"')],
      "same length"),
@@ -82,6 +91,11 @@ ALSO_RIGHT = [
     ("match_features", [(MATCH, "cosines = torch.nn.functional.cosine_similarity(W_dec_a[:, None], W_dec_b[None], dim=-1)")]),
     ("ablate_direction", [(ABLATE, "return resid - torch.outer(along.flatten(), unit).reshape(resid.shape)")]),
     ("capstone_behaviour", [('"component": "L1H3"', '"component": "MLP0"')]),
+    # the MLP's neurons patched instead of its output: its output then is the corrupted one
+    ("patch_components", [('name = f"blocks.{layer}.hook_mlp_out"', 'name = f"blocks.{layer}.mlp.hook_post"'),
+                          ("corrupted_tokens, names_filter=lambda name: name.endswith(\"hook_z\") or name.endswith(\"hook_mlp_out\"))",
+                           "corrupted_tokens, names_filter=lambda name: name.endswith(\"hook_z\") or name.endswith(\"hook_post\"))")]),
+    ("patching_cost", [('"attribution": n_prompts * 3', '"attribution": torch.tensor(3 * n_prompts)')]),
 ]
 
 

@@ -47,6 +47,14 @@ def replace_exercise(notebook: nbformat.NotebookNode, name: str, source: str) ->
     return notebook
 
 
+def edit_exercise(notebook: nbformat.NotebookNode, name: str, old: str, new: str) -> nbformat.NotebookNode:
+    """The notebook with `old` replaced by `new` in the solution cell of exercise `name`."""
+    [cell] = [c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == name]
+    assert old in cell.source, f"{old!r} is no longer in the solution of {name}: update this test"
+    cell.source = cell.source.replace(old, new)
+    return notebook
+
+
 def add_cell(notebook: nbformat.NotebookNode, source: str, at: int = 3) -> nbformat.NotebookNode:
     notebook.cells.insert(at, nbformat.v4.new_code_cell(source))
     return notebook
@@ -116,6 +124,17 @@ HONEST = {
                                  "def ablate_direction(resid, direction):\n    return resid - (resid @ direction)[..., None] * direction\n"),
                 FULL - 3, "Likely mistake: you did not normalise the direction"),
     "empty": (nbformat.read(REPO / "course" / f"{CHAPTER}.ipynb", as_version=4), 0, "not attempted"),
+    # Right answers in numpy's types, and a probe fitted in float64, which the next exercise uses.
+    "numpy_answers": (edit_exercise(solution(), "closing_paren_accuracy", ".float().mean()", ".float().numpy().mean()"),
+                      FULL, "| `closing_paren_accuracy` | 2 / 2 | pass |"),
+    "float64_probe": (edit_exercise(solution(), "fit_probe", "return direction.detach(), bias.detach()",
+                                    "return direction.detach().double(), bias.detach().double()"),
+                      FULL, "| `held_out_probe_accuracy` | 2 / 2 | pass |"),
+    # A wrong probe: the exercise that uses it fails too, and is told where to look.
+    "reversed_probe": (edit_exercise(solution(), "fit_probe", "return direction.detach(), bias.detach()",
+                                     "return -direction.detach(), -bias.detach()"),
+                       FULL - POINTS["fit_probe"] - POINTS["held_out_probe_accuracy"],
+                       "Your `held_out_probe_accuracy` uses your `fit_probe`, which fails its own check: fix it first"),
 }
 
 

@@ -44,3 +44,20 @@ def logit_diff(
     correct = final_logits.gather(-1, correct_tokens[:, None]).squeeze(-1)
     wrong = final_logits.gather(-1, wrong_tokens[:, None]).squeeze(-1)
     return correct - wrong
+
+
+def positional_pattern(
+    model: Transformer, ln_scale: Float[Tensor, "pos 1"], layer: int, head: int
+) -> Float[Tensor, "query_pos key_pos"]:
+    """The attention pattern a head would have if the residual stream held only the
+    positional embeddings, normalised by `ln_scale` (the scale its LayerNorm applies at
+    each position on real input, e.g. the batch mean of `hook_scale`): what the head's
+    QK circuit does by position alone, at the size its scores really have."""
+    attn, ln = model.blocks[layer].attn, model.blocks[layer].ln1
+    W_pos = model.pos_embed.W_pos
+    x = (W_pos - W_pos.mean(dim=-1, keepdim=True)) / ln_scale * ln.w + ln.b
+    queries = x @ attn.W_Q[head] + attn.b_Q[head]
+    keys = x @ attn.W_K[head] + attn.b_K[head]
+    scores = queries @ keys.T / model.cfg.d_head**0.5
+    future = torch.ones_like(scores, dtype=torch.bool).triu(diagonal=1)
+    return scores.masked_fill(future, float("-inf")).softmax(dim=-1)

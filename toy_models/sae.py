@@ -19,8 +19,7 @@ The parameter names are SAELens's, so what you learn here reads across to real S
 """
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -32,6 +31,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from toy_models.checkpoints import checkpoint_dir, load_weights, read_description, save_checkpoint
+from toy_models.threads import one_thread
 
 #: The SAE shipped with the course: `load_sae(SHIPPED_SAE)`.
 SHIPPED_SAE = "code-2l-sae"
@@ -266,17 +266,6 @@ def resample_dead_features(
     sae.W_enc[:, dead_ids] = directions.T * alive_norm * 0.2
     sae.b_enc[dead_ids] = 0.0
     return len(dead_ids)
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one CPU thread (the course machines are shared), then restore."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def train_sae(

@@ -16,8 +16,7 @@ tensor (the `instances` axis), so a whole sweep trains as fast as one model.
 
 import math
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -31,6 +30,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from toy_models.checkpoints import load_weights, read_description, save_checkpoint
+from toy_models.threads import one_thread
 
 # ----------------------------------------------------------------------------------------
 # Config and data
@@ -157,22 +157,6 @@ def select_instances(model: SuperpositionModel, indices: list[int]) -> Superposi
 # Training
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one CPU thread, then restore the caller's setting.
-
-    These matrices are tiny, so extra threads cost more in hand-offs than they save (on a
-    busy 2-core machine, 15x more). One thread also makes results independent of how many
-    cores the machine has, so a rebuild reproduces the shipped weights.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def train_superposition(
     config: SuperpositionConfig,
     *,
@@ -202,7 +186,7 @@ def train_superposition(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     losses = torch.empty(steps, copies.n_instances)
     bar = tqdm(range(steps), desc="superposition", disable=not progress)
-    with _one_thread():
+    with one_thread():
         for step in bar:
             x = sparse_features(batch_size, copies, generator)
             loss_per_instance = model.loss_per_instance(x, model(x))
@@ -349,6 +333,46 @@ def is_all_antipodal(W_instance: Float[Tensor, "hidden features"], threshold: fl
 
 # ----------------------------------------------------------------------------------------
 # Shipped checkpoints: recipes, headline metrics, rebuild and load
+
+
+# Elhage et al.'s simplest phase diagram: 2 features in 1 dimension, feature 0 of
+# importance 1 and feature 1 of importance r, both of density p, over an 8 x 8 grid.
+PHASE_DENSITIES = torch.logspace(0, -2, 8)  # 1 .. 0.01
+PHASE_RATIOS = torch.logspace(-1, 1, 8)  # the importance of feature 1, relative to feature 0
+#: What `phases` calls each cell, in the order of its values.
+PHASE_NAMES = ("feature 1 dropped", "feature 1 only", "both, antipodal", "both, same direction")
+
+ImportanceLoss = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+def train_phase_diagram(loss_per_instance: ImportanceLoss, steps: int = 1500) -> Float[Tensor, "densities ratios 2"]:
+    """Train the grid as 64 instances at once, with `loss_per_instance(x, x_hat,
+    importance)` (chapter 04's exercise); return each cell's two 1-d feature directions."""
+    grid_p, grid_r = torch.meshgrid(PHASE_DENSITIES, PHASE_RATIOS, indexing="ij")
+    config = SuperpositionConfig(n_features=2, n_hidden=1, n_instances=grid_p.numel(),
+                                 feature_probability=tuple(grid_p.flatten().tolist()))
+    generator = torch.Generator().manual_seed(0)
+    model = SuperpositionModel(config, generator=generator)
+    importance = torch.stack([torch.ones(grid_r.numel()), grid_r.flatten()], dim=-1)  # [instances, 2]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    with one_thread():
+        for _ in range(steps):
+            x = sparse_features(512, config, generator)
+            loss = loss_per_instance(x, model(x), importance).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.W.detach()[:, 0, :].reshape(*grid_p.shape, 2)
+
+
+def phases(w: Float[Tensor, "... 2"], threshold: float = 0.5) -> Int[Tensor, "..."]:
+    """Each cell's phase, an index into PHASE_NAMES: a feature is kept when its direction
+    is longer than `threshold`; two kept features are antipodal when they point opposite
+    ways."""
+    kept = w.abs() > threshold
+    both = kept[..., 0] & kept[..., 1]
+    opposite = w[..., 0] * w[..., 1] < 0
+    return torch.where(both, torch.where(opposite, 2, 3), torch.where(kept[..., 1], 1, 0))
 
 
 def _frozen(recipe: dict[str, Any]) -> Mapping[str, Any]:

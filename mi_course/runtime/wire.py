@@ -107,12 +107,12 @@ def encode(
             return item
         if isinstance(item, int):
             return item
-        if isinstance(item, float):
-            return item if math.isfinite(item) else {"__float__": repr(item)}
+        if isinstance(item, float):  # numpy's float64 too
+            return float(item) if math.isfinite(item) else {"__float__": repr(float(item))}
         if isinstance(item, Tensor):
             return tensor_ref(item)
         if type(item).__module__ == "numpy":  # arrays and scalars from numpy: as torch would have them
-            return walk(torch.as_tensor(item) if hasattr(item, "shape") and item.shape else item.item())
+            return walk(_from_numpy(item))
         if isinstance(item, torch.dtype):
             return {"__dtype__": str(item).removeprefix("torch.")}
         if isinstance(item, torch.Generator):
@@ -140,6 +140,19 @@ def encode(
         return on_object(item)
 
     return walk(value), tensors
+
+
+def _from_numpy(item: Any) -> Any:
+    """A numpy array as a tensor (unsigned integers wider than a byte as int64, which torch
+    can send), a scalar or 0-d array as a Python number; `WireError` for an array of
+    anything but numbers, which has no tensor."""
+    if not item.shape:  # a scalar, or a 0-d array
+        return item.item()
+    if item.dtype.kind not in "biuf":
+        raise WireError(f"numpy arrays of dtype {item.dtype} cannot be sent")
+    if item.dtype.kind == "u" and item.dtype.itemsize > 1:
+        item = item.astype("int64")
+    return torch.from_numpy(item.copy())
 
 
 def decode(

@@ -1,0 +1,28 @@
+"""A released notebook run top to bottom before any exercise is written: every cell that
+shows a result built on an exercise stops with "Finish `X` first", never with a raw
+`NameError` or `stack expects a non-empty TensorList` far from the cause.
+
+Chapters 00 and 02 (the live training and the circuits built on the learner's pieces);
+each takes well under a minute on two cores.
+"""
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from mi_course.runtime.paths import COURSE_DIR
+
+CHAPTERS = ["00_transformer_from_scratch", "02_induction_heads"]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_cells_that_need_an_unfinished_exercise_say_which(chapter: str) -> None:
+    notebook = nbformat.read(COURSE_DIR / f"{chapter}.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(COURSE_DIR)}}).execute()
+    errors = [(index, output["ename"], output["evalue"]) for index, cell in enumerate(notebook.cells)
+              for output in cell.get("outputs", []) if output.get("output_type") == "error"]
+    assert errors, "an untouched notebook has no finished exercise: its demonstrations must stop"
+    raw = [(index, name, value[:200]) for index, name, value in errors
+           if name != "Unfinished" or not value.startswith("Finish `")]
+    assert not raw, raw
