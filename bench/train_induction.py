@@ -5,7 +5,7 @@ For each thread count it prints, from a fresh Python process:
 * `mi-course train induction-2l` as a command would run it (imports, the 600 training
   steps, evaluation and saving), and its training loop alone;
 * the live run of chapters 00 and 02 (`INDUCTION_LIVE`, 250 steps), which the course
-  promises in about 10 s on a 2-core laptop, with the induction score it reaches.
+  aims to train in about 10 s on an idle 2-core laptop, with the induction score it reaches.
 
 The course trains on one thread (`toy_models.threads`): the second column shows what the
 default of one thread per core would cost. Run on an otherwise idle machine, then on a

@@ -1,12 +1,14 @@
 """How many CPU threads torch trains the course's models on.
 
 The course's models are tiny: a step of `induction-2l` multiplies matrices of a few
-hundred thousand numbers, so a second thread costs more in hand-offs than it saves. On a
-2-core laptop that is doing anything else (a browser, a Jupyter server, a second
-notebook), torch's default of one thread per core makes each thread wait for a core:
-training `induction-2l` on two threads was measured about 10x slower than on one. One
-thread also makes results independent of the machine's core count, so a rebuild
-reproduces the shipped weights.
+hundred thousand numbers. On a 2-core laptop that is doing anything else (a browser, a
+Jupyter server, a second notebook), torch's default of one thread per core makes each
+thread wait for a core: with the machine busy, training `induction-2l` on two threads was
+measured about 3x slower than on one (`python bench/train_induction.py`: 928 s against
+288 s). An idle machine gains from the second thread (the live run of chapters 00 and 02:
+17.5 s against 29.6 s), but a learner's machine is rarely idle, and a wait of minutes
+costs more than one of seconds. One thread also makes results independent of the
+machine's core count, so a rebuild reproduces the shipped weights.
 """
 
 from collections.abc import Iterator
