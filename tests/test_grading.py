@@ -87,7 +87,9 @@ def daemons() -> list[str]:
 HOSTILE = {
     "infinite_loop": (steer_doing("while True:\n    pass"), FULL - 1, "more than 2 s of CPU time"),
     "sleeps_forever": (steer_doing("import time\nwhile True:\n    time.sleep(1)"), FULL - 1, "ran for more than 12 s"),
-    "memory_bomb": (steer_doing("hoard = []\nwhile True:\n    hoard.append(bytearray(10**8))"), FULL - 1, "MemoryError"),
+    # Address space the bomb never touches still counts, so it stops at the limit in little CPU time.
+    "memory_bomb": (steer_doing("import numpy as np\nhoard = []\nwhile True:\n    hoard.append(np.empty(10**7))"),
+                    FULL - 1, "MemoryError"),
     "sys_exit": (steer_doing("import sys\nsys.exit(0)"), FULL - 1, "sys.exit(0)"),
     "os_exit": (steer_doing("import os\nos._exit(0)"), FULL - 1, "exit status 0"),
     "segfault": (steer_doing("import ctypes\nctypes.string_at(0)"), FULL - 1, "SIGSEGV"),
