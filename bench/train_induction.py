@@ -4,8 +4,9 @@ For each thread count it prints, from a fresh Python process:
 
 * `mi-course train induction-2l` as a command would run it (imports, the 600 training
   steps, evaluation and saving), and its training loop alone;
-* the live run of chapters 00 and 02 (`INDUCTION_LIVE`, 250 steps), which the course
-  aims to train in about 10 s on an idle 2-core laptop, with the induction score it reaches.
+* the live run of chapters 00 and 02 (`INDUCTION_LIVE`: 250 smaller steps), which the
+  course aims to train in at most 10 s on an idle 2-core laptop, with the induction score
+  it reaches.
 
 The course trains on one thread (`toy_models.threads`): the second column shows what the
 default of one thread per core would cost. Run on an otherwise idle machine, then on a
@@ -45,7 +46,7 @@ def measure(threads: int) -> dict[str, float]:
         "command": command_seconds,
         "training loop": description["recipe"]["train_seconds"],
         "shipped: best layer-1 induction score": description["metrics"]["max_layer1_induction_score"],
-        "live run (250 steps)": live_seconds,
+        "live run (INDUCTION_LIVE)": live_seconds,
         "live: best layer-1 induction score": evaluate_induction(live)["max_layer1_induction_score"],
     }
 

@@ -253,9 +253,10 @@ print(f"loss on the first block: {loss[:, :INDUCTION_SEQ_LEN].mean():.2f} "
 # %% [markdown]
 # ## Train it, and watch induction appear
 #
-# Now train your own `DemoTransformer` on the shipped model's data, two
+# Now train your own `DemoTransformer` on the shipped model's kind of data, two
 # attention-only layers on random tokens that repeat, with a recipe shortened so that
-# you can watch: twice the learning rate, 250 steps instead of 600. Nothing about a random token
+# you can watch: 128 tokens instead of 512, batches of 48 instead of 64, twice the
+# learning rate, 250 steps instead of 600. Nothing about a random token
 # can be learned, except that it may have appeared before: predicting a repeat takes
 # an algorithm spread over two layers. A *previous-token head* in layer 0 writes "the
 # token before me was A" into each position; an *induction head* in layer 1 then
@@ -340,8 +341,8 @@ plt.show()
 # trained model expects repeats where there are none). The loss on the repeat stays
 # on the plateau for a while, then collapses, and the training loss with it. On the
 # right, the best layer-1 head's induction score shoots up at the same moment, to the
-# score printed after training (the shipped model, trained on the same data for 600
-# steps, reaches 0.92 on these held-out sequences), while layer 0's stays near 0: layer 1
+# score printed after training (the shipped model, trained with 512 tokens for 600
+# steps, reaches 0.92 on held-out sequences like these), while layer 0's stays near 0: layer 1
 # holds the induction heads, and they could only form once the previous-token heads of
 # layer 0 they read from had formed. That dependence is why the change is sudden;
 # chapter 02 takes it apart.

@@ -37,6 +37,7 @@ from torch import Tensor
 from graders import make_check
 from toy_models import Transformer, load_pretrained
 from toy_models.data import ByteTokenizer, load_python_corpus
+from toy_models.exercises import finish_first
 
 check = make_check("01_three_buckets")
 tokenizer = ByteTokenizer()
@@ -74,6 +75,7 @@ print(tokenizer.decode(tokens[0][:100]))
 from solutions.three_buckets import bracket_depth
 
 # %% tags=["skip-when-grading"]
+finish_first(bracket_depth)
 depth = bracket_depth(tokens)
 print("fraction of bytes inside brackets:", (depth > 0).float().mean().item())
 print(list(zip(tokenizer.decode(tokens[0][:30]), depth[0][:30].tolist())))
@@ -95,6 +97,7 @@ logits, cache = model.run_with_cache(tokens)
 torch.manual_seed(0)
 random_model = Transformer(model.cfg).eval().requires_grad_(False)  # the same architecture, never trained
 _, random_cache = random_model.run_with_cache(tokens)
+finish_first(bracket_depth, closing_paren_accuracy)
 clean_accuracy = closing_paren_accuracy(logits, tokens).item()
 n_closes = (tokens[:, 1:] == ord(")")).sum().item()
 print(f"code-2l predicts ')' correctly at {clean_accuracy:.1%} of the {n_closes} positions before a ')'")
@@ -145,6 +148,7 @@ from solutions.three_buckets import held_out_probe_accuracy
 #   decodes there comes from the architecture and the input, not from learning.
 
 # %% tags=["skip-when-grading"]
+finish_first(bracket_depth, fit_probe, held_out_probe_accuracy)
 SITES = ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
 labels = (depth > 0).flatten()
 n_train = int(0.7 * len(labels))  # the first 70% of the sequences train, the rest test
@@ -217,6 +221,9 @@ from solutions.three_buckets import head_ablation_effect
 # it during the forward pass, and compare with ablating a random direction.
 
 # %% tags=["skip-when-grading"]
+finish_first(bracket_depth, closing_paren_accuracy, fit_probe, held_out_probe_accuracy, ablate_direction)
+
+
 def probe_direction(activation_cache, site, labels):
     acts = activation_cache[site].reshape(-1, model.cfg.d_model)
     spread = acts[:n_train].std(0)
@@ -235,6 +242,7 @@ print(f"clean:                                  {clean_accuracy:.3f}")
 print(f"ablate the depth-probe direction:       {accuracy_with(site, lambda r: ablate_direction(r, depth_direction)):.3f}")
 print(f"ablate a random direction (control):    {accuracy_with(site, lambda r: ablate_direction(r, random_direction)):.3f}")
 
+finish_first(steer)  # the rest of the cell steers
 alphas = [-8, -4, -2, 0, 2, 4, 8]
 steered = [accuracy_with(site, lambda r, a=a: steer(r, depth_direction, a)) for a in alphas]
 steered_random = [accuracy_with(site, lambda r, a=a: steer(r, random_direction, a)) for a in alphas]
@@ -256,6 +264,7 @@ plt.show()
 # accuracy.
 
 # %% tags=["skip-when-grading"]
+finish_first(bracket_depth, closing_paren_accuracy, head_ablation_effect)
 effects = torch.tensor([[head_ablation_effect(model, tokens, layer, head, closing_paren_accuracy)
                          for head in range(model.cfg.n_heads)] for layer in range(model.cfg.n_layers)])
 for layer in range(model.cfg.n_layers):
@@ -278,6 +287,7 @@ plt.show()
 # effects on closing brackets.
 
 # %% tags=["skip-when-grading"]
+finish_first(bracket_depth, closing_paren_accuracy, fit_probe, held_out_probe_accuracy, ablate_direction)
 space_labels = (tokens == ord(" ")).flatten()
 space_majority = 1 - space_labels[n_train:].float().mean().item()
 space_accuracy = held_out_probe_accuracy(standardised(cache[site].reshape(-1, model.cfg.d_model)), space_labels).item()

@@ -39,6 +39,7 @@ from transformer_lens import patching
 from graders import make_check
 from toy_models import load_pretrained
 from toy_models.data import IOI_NAMES, IOIPrompts, ioi_tokenizer, make_ioi_prompts
+from toy_models.exercises import finish_first
 from toy_models.hf import ioi_prompts_for_tokenizer, load_gpt2_bridge
 from toy_models.plots import integer_ticks, signed_heatmap, symmetric_limits
 
@@ -82,14 +83,15 @@ from solutions.ioi import normalised_logit_diff
 
 # %%
 logits, cache = model.run_with_cache(prompts.tokens)
-clean_ld = mean_logit_diff(logits, prompts).item()
-abc_ld = mean_logit_diff(model(abc.tokens), prompts).item()
-flip_ld = mean_logit_diff(model(flip.tokens), prompts).item()
 batch = torch.arange(len(prompts))
 final = logits[batch, prompts.end_pos]
 accuracy = (final[batch, prompts.io_tokens] > final[batch, prompts.s_tokens]).float().mean().item()
 names = torch.tensor([tokenizer.token_id(name) for name in IOI_NAMES])
 name_accuracy = (names[final[:, names].argmax(dim=-1)] == prompts.io_tokens).float().mean().item()
+finish_first(mean_logit_diff, normalised_logit_diff)
+clean_ld = mean_logit_diff(logits, prompts).item()
+abc_ld = mean_logit_diff(model(abc.tokens), prompts).item()
+flip_ld = mean_logit_diff(model(flip.tokens), prompts).item()
 print(f"clean: mean logit difference {clean_ld:.2f}, IO above S on {accuracy:.0%} of the prompts, "
       f"IO the top name of all {len(names)} on {name_accuracy:.0%}")
 print(f"ABC-corrupted: {abc_ld:.2f}; name-flipped (clean IO - clean S): {flip_ld:.2f}")
@@ -122,6 +124,7 @@ print(f"normalised metric: clean {metric(logits).item():.2f}, ABC {metric(model(
 from solutions.ioi import residual_logit_diff
 
 # %%
+finish_first(mean_logit_diff, normalised_logit_diff, residual_logit_diff)
 scale = cache["ln_final.hook_scale"][batch, prompts.end_pos]  # [batch, 1]
 at_end = lambda act: act[batch, prompts.end_pos]  # noqa: E731
 accumulated = torch.stack([at_end(cache["resid_pre", layer]) for layer in range(model.cfg.n_layers)]
@@ -186,6 +189,7 @@ from solutions.ioi import patch_residual_by_position
 from solutions.ioi import patch_head_outputs
 
 # %%
+finish_first(mean_logit_diff, normalised_logit_diff, patch_residual_by_position, patch_head_outputs)
 resid = patch_residual_by_position(model, prompts.tokens, abc.tokens, metric, "resid_pre")
 attn = patch_residual_by_position(model, prompts.tokens, abc.tokens, metric, "attn_out")
 head_out = patch_head_outputs(model, prompts.tokens, abc.tokens, metric, "z")
@@ -259,6 +263,7 @@ from solutions.ioi import path_patch_head_to_logits
 from solutions.ioi import path_patch_head_to_heads
 
 # %%
+finish_first(mean_logit_diff, normalised_logit_diff, path_patch_head_to_logits, path_patch_head_to_heads)
 direct = path_patch_head_to_logits(model, prompts.tokens, abc.tokens, metric)
 print("head -> logits (1 = no effect):\n", direct.round(decimals=2))
 S_HEADS = [(1, 0), (1, 3)]
@@ -303,6 +308,8 @@ print("flip, layer-0 and layer-1 heads -> v of 2.0 and 2.3:\n", into_v[:2].round
 from solutions.ioi import attribution_patch_heads
 
 # %%
+finish_first(mean_logit_diff, normalised_logit_diff, patch_head_outputs, path_patch_head_to_logits, path_patch_head_to_heads,
+             attribution_patch_heads)
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
 for ax, (name, corrupted, m) in zip(axes, [("ABC", abc, metric), ("flip", flip, flip_metric)]):
     actual = patch_head_outputs(model, prompts.tokens, corrupted.tokens, m, "z")
@@ -382,6 +389,7 @@ for layer, head in [(0, 0), (0, 1), (0, 3), (1, 0), (1, 3)]:
 from solutions.ioi import ioi_circuit
 
 # %%
+finish_first(mean_logit_diff, normalised_logit_diff, ablated_logit_diff, ioi_circuit)
 ALL_HEADS = [(layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]
 circuit = sorted(head for heads in ioi_circuit().values() for head in heads)
 roles = ioi_circuit()
@@ -450,6 +458,7 @@ print(f"circuit without the name movers: logit difference {ablated_logit_diff(mo
 # matters most). The cell prints what your functions find.
 
 # %% tags=["skip-when-grading"]
+finish_first(mean_logit_diff, normalised_logit_diff, residual_logit_diff, path_patch_head_to_heads)
 gpt2 = load_gpt2_bridge("gpt2")
 if gpt2 is not None:
     g_prompts = ioi_prompts_for_tokenizer(gpt2.tokenizer, 48, seed=0)

@@ -230,6 +230,7 @@ from solutions.superposition_saes import topk_activation
 # (`toy_models.sae.resample_dead_features`). `mi-course check` skips these cells.
 
 # %% tags=["skip-when-grading"]
+finish_first(sae_training_loss, normalize_decoder, topk_activation)
 model = load_pretrained("code-2l").requires_grad_(False)
 HOOK = "blocks.0.mlp.hook_post"
 train_acts = collect_activations(model, load_python_corpus("train"), HOOK, n_windows=160)
@@ -319,6 +320,7 @@ with torch.no_grad():
     feature_acts = sae.encode(acts)  # [batch, pos, d_sae]
     reconstruction = sae.decode(feature_acts)
 flat_acts, flat_features = acts.flatten(0, 1), feature_acts.flatten(0, 1)
+finish_first(l0_norm, fraction_variance_explained, dead_and_dense_fractions, ce_loss_recovered)
 dead, dense = dead_and_dense_fractions(flat_features)
 print(f"L0 {l0_norm(feature_acts):.1f}, variance explained "
       f"{fraction_variance_explained(flat_acts, reconstruction.flatten(0, 1)):.3f}, "
@@ -354,6 +356,9 @@ from solutions.superposition_saes import top_activations
 
 
 # %%
+finish_first(top_activations)
+
+
 def show_snippets(feature, k=8, before=30, after=4):
     """The top-k snippets of a feature; the firing byte is in [brackets]."""
     print(f"feature {feature}:")
@@ -395,6 +400,7 @@ for feature in list(FEATURE_LABELS)[:4]:
 # Concepts of every byte of the validation text, read from its start.
 text = bytes(val_tokens.flatten().tolist())
 concepts = {name: torch.tensor(mask).reshape(N_WINDOWS, N_CTX) for name, mask in byte_concepts(text).items()}
+finish_first(top_activations)
 for feature, label in FEATURE_LABELS.items():
     top = top_activations(feature_acts[..., feature], 20)
     holds = concepts[label][top[:, 0], top[:, 1]].float().mean()
@@ -417,6 +423,9 @@ from solutions.superposition_saes import clamp_feature
 
 
 # %%
+finish_first(clamp_feature)
+
+
 def generate(prompt, n_new=60, steer=None):
     """Greedy continuation; `steer=(feature, value)` clamps a feature at every position."""
     tokens = tokenizer.encode(prompt)[None]
@@ -464,6 +473,9 @@ for feature, label in list(FEATURE_LABELS.items()):
 
 
 # %%
+finish_first(top_activations)
+
+
 def counterexamples(feature, label, k=6, before=30, after=4):
     """The strongest firings of `feature` where `label` does not hold."""
     misfit = torch.where(concepts[label], 0.0, feature_acts[..., feature])

@@ -44,6 +44,7 @@ from toy_models import load_pretrained
 from toy_models.checkpoints import checkpoint_dir, read_description
 from toy_models.code_concepts import byte_concepts
 from toy_models.data import ByteTokenizer, load_python_corpus, make_ioi_prompts, repeated_random_tokens
+from toy_models.exercises import finish_first
 from toy_models.metrics import induction_scores
 from toy_models.model import next_token_loss
 from toy_models.plots import integer_ticks, signed_heatmap
@@ -81,6 +82,7 @@ from solutions.honest_limits import match_features
 sae_a, sae_b = load_sae("code-2l-sae-256-k8"), load_sae("code-2l-sae-256-k8-seed1")
 shipped_sae = load_sae(SHIPPED_SAE)
 TWIN = 0.9
+finish_first(match_features)
 with torch.no_grad():
     a_in_b = match_features(sae_a.W_dec, sae_b.W_dec)
     b_in_a = match_features(sae_b.W_dec, sae_a.W_dec)
@@ -193,6 +195,7 @@ print(f"{trap['name']}: FVE {trap['fraction_variance_explained']:.1%}, CE recove
 from solutions.honest_limits import error_term_loss_effect
 
 # %%
+finish_first(error_term_loss_effect)
 with torch.no_grad():
     effect = error_term_loss_effect(code_model, shipped_sae, eval_tokens)  # [batch, pos-1]
 
@@ -217,6 +220,9 @@ print(f"the worst 5% of tokens carry {share[:top].sum() / share.sum():.0%} of th
 
 
 # %%
+finish_first(error_term_loss_effect)
+
+
 def show_worst(effect, k=8, before=30):
     """The predictions most hurt by dropping the error term; the byte predicted is in [brackets]."""
     flat = effect.flatten().topk(k).indices
@@ -265,6 +271,7 @@ show_worst(effect)
 from solutions.honest_limits import circuit_transfer_rate
 
 # %%
+finish_first(circuit_transfer_rate)
 SEQ_LEN = 24
 SEEDS = ["induction-2l", *[f"induction-2l-seed{seed}" for seed in range(1, 5)]]
 repeated = repeated_random_tokens(64, SEQ_LEN, 512, n_repeats=2, bos_token=0,
@@ -330,6 +337,7 @@ from solutions.honest_limits import patch_components
 ioi_prompts = make_ioi_prompts(64, split="test", seed=7)
 abc = ioi_prompts.corrupt("abc")
 batch = torch.arange(len(ioi_prompts))
+finish_first(patch_components, circuit_transfer_rate)
 
 
 def ioi_logit_diff(logits):
@@ -390,6 +398,7 @@ print(f"IOI circuits that transfer by position: {circuit_transfer_rate(ioi_circu
 from solutions.honest_limits import ablate_direction
 
 # %%
+finish_first(ablate_direction)
 PROBE_HOOK, CONCEPT = "blocks.0.hook_resid_post", "in leading indentation"
 with torch.no_grad():
     resid = hook_activations(code_model, val_tokens, PROBE_HOOK)  # [batch, pos, d_model]
@@ -471,6 +480,7 @@ def n_params(model):
 
 
 toys = {name: load_pretrained(name) for name in ["induction-2l", "ioi-3l", "code-2l"]}
+finish_first(patching_cost)
 measured = {}
 for name, model in toys.items():
     cfg = model.cfg
@@ -555,6 +565,7 @@ print(f"ioi-3l, one prompt of {prompt.shape[1]} tokens: activation patching {act
 from solutions.honest_limits import capstone_behaviour
 
 # %%
+finish_first(capstone_behaviour, patch_components)
 choice = capstone_behaviour()
 clean_t, corrupted_t = tokenizer.encode(choice["clean"])[None], tokenizer.encode(choice["corrupted"])[None]
 right, wrong = tokenizer.encode(choice["answer"])[0], tokenizer.encode(choice["wrong"])[0]

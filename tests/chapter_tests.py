@@ -27,7 +27,7 @@ import torch
 from solution_edits import edited_namespace, edited_solution, users_of
 
 from graders import load_submission
-from graders.core import ExerciseNotPassed
+from graders.core import FRESH_SEEDS, ExerciseNotPassed
 from graders.reporting import summary
 from mi_course import checking
 from mi_course.runtime.paths import COURSE_DIR, SOLUTIONS_DIR
@@ -39,6 +39,8 @@ __all__ = [  # what a chapter's test module imports
     "test_mi_course_check_passes_the_solution_notebook", "test_mi_course_check_on_the_student_notebook_reports_not_attempted",
     "test_check_in_the_notebook_never_passes_a_wrong_implementation", "test_the_graded_notebook_fails_a_wrong_implementation",
     "test_check_in_the_notebook_passes_another_right_answer", "test_a_wrong_piece_is_blamed_in_the_pieces_that_use_it",
+    "test_grader_passes_the_reference_whatever_seed_check_draws",
+    "test_grader_accepts_another_right_answer_whatever_seed_check_draws",
 ]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,6 +74,30 @@ def test_every_exercise_has_at_least_two_wrong_implementations(request):
 def test_grader_accepts_another_right_answer(request, solution, also_right):
     name, edits = also_right
     result = request.module.CHAPTER.exercises[name].run(edited_solution(solution, name, edits))
+    assert result.verdict is Verdict.PASS, summary(result)
+
+
+#: Seeds `check(obj)` may draw (graders.core.FRESH_SEEDS): the lowest, and two others fixed
+#: here so that a failure is reproducible. A right answer must pass whichever it draws.
+DRAWN_SEEDS = (FRESH_SEEDS[0], 4_321, FRESH_SEEDS[1] - 1)
+
+
+def drawn_variants(exercise) -> list[dict]:
+    if "seed" not in exercise.settings:
+        pytest.skip(f"{exercise.name} takes no seed: check(obj) runs exactly the graded variants")
+    return [{**exercise.variants[-1], "seed": seed} for seed in DRAWN_SEEDS]
+
+
+def test_grader_passes_the_reference_whatever_seed_check_draws(request, exercise_name):
+    exercise = request.module.CHAPTER.exercises[exercise_name]
+    result = exercise.run(exercise.reference, drawn_variants(exercise))
+    assert result.verdict is Verdict.PASS, summary(result)
+
+
+def test_grader_accepts_another_right_answer_whatever_seed_check_draws(request, solution, also_right):
+    name, edits = also_right
+    exercise = request.module.CHAPTER.exercises[name]
+    result = exercise.run(edited_solution(solution, name, edits), drawn_variants(exercise))
     assert result.verdict is Verdict.PASS, summary(result)
 
 

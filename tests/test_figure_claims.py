@@ -4,7 +4,10 @@ the data the figure plots, computed by the same functions the chapter's cell cal
 
 The prose figures (numbers quoted in the text) are in tests/test_figures_NN.py; these
 are the claims about shapes: a diagonal that dominates, a plateau then a drop, a phase
-that never appears in a column.
+that never appears in a column. The claims of chapters 03 and 05 sit beside their prose
+figures (tests/test_figures_03.py, tests/test_figures_05.py), whose set-up they share;
+chapter 05's are asserted on the namespace of the chapter's own cells
+(tests/chapter_cells.py).
 """
 
 import dataclasses
@@ -110,6 +113,21 @@ def test_the_live_run_shows_a_plateau_then_the_induction_heads_forming():
     final_loss, final_scores = log[INDUCTION_LIVE.steps - 1]
     assert final_loss < 0.25 * guessing, final_loss
     assert final_scores[1].min() > 0.8 and final_scores[0].max() < 0.1, final_scores
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_phase_change_comes_from_other_initial_weights_too(seed):
+    """Chapter 00 trains the learner's own `DemoTransformer`, whose parameters are drawn in
+    the learner's order, so its initial weights are not the recipe's: the plateau, the
+    collapse of the loss on the repeat and a layer-1 induction head must not depend on them."""
+    recipe = dataclasses.replace(INDUCTION_LIVE, seed=seed)
+    log = watch(recipe, every=50)
+    guessing = math.log(recipe.model.d_vocab - 1)
+    plateau_loss, plateau_scores = log[100]
+    assert plateau_loss > 0.9 * guessing and plateau_scores.max() < 0.1, (plateau_loss, plateau_scores)
+    final_loss, final_scores = log[recipe.steps - 1]
+    assert final_loss < 0.5 * guessing and final_scores[1].max() > 0.5 and final_scores[0].max() < 0.1, (
+        final_loss, final_scores)
 
 
 def test_the_one_layer_control_never_forms_an_induction_head():

@@ -23,8 +23,8 @@ PROSE = Prose(CHAPTER)
 BLOCK_LENGTH = PROSE.quote("then a random block of {} tokens, then the same block again")
 GUESSES_THE_FIRST_BLOCK = PROSE.quote("its loss there, printed below, is about that of guessing, `log(d_vocab - 1)`")
 PREDICTS_THE_REPEAT = PROSE.quote("But it predicts the repeat almost perfectly")
-SHIPPED_INDUCTION_SCORE = PROSE.quote("the shipped model, trained on the same data for 600 steps, reaches {:.2f} "
-                                      "on these held-out sequences")
+SHIPPED_INDUCTION_SCORE = PROSE.quote("the shipped model, trained with 512 tokens for 600 steps, reaches {:.2f} "
+                                      "on held-out sequences like these")
 
 # Every decimal number of the prose is a quote above: nothing to explain.
 NOT_MEASURED: dict[str, str] = {}
@@ -54,7 +54,8 @@ def test_the_shipped_model_guesses_the_first_block_and_predicts_the_repeat(shipp
 
 
 def test_the_shipped_model_s_best_layer_1_induction_score(shipped):
-    """On the notebook's held-out sequences (64, seed 12345), as its training loop scores them."""
+    """On sequences drawn as the notebook's held-out ones are (64, seed 12345), in the
+    shipped model's vocabulary."""
     held_out = induction_batch(torch.Generator().manual_seed(12345), 64, shipped.cfg.d_vocab)
     SHIPPED_INDUCTION_SCORE.holds(induction_scores(shipped, held_out, INDUCTION_SEQ_LEN)[1].max().item())
 

@@ -14,6 +14,7 @@ from solutions.ioi import (
     mean_logit_diff,
     normalised_logit_diff,
     patch_head_outputs,
+    patch_residual_by_position,
     path_patch_head_to_logits,
     residual_logit_diff,
 )
@@ -83,16 +84,71 @@ def test_the_behaviour(ioi):
     SUMMARY.holds(ioi["clean_ld"], abs(ioi["abc_ld"]))
 
 
-def test_direct_logit_attribution_of_the_s_suppression_heads(ioi):
+@pytest.fixture(scope="module")
+def direct_logit_attribution(ioi):
+    """The three panels of the notebook's direct-logit-attribution figure, computed as its cell
+    computes them: the logit lens of the accumulated stream, each layer's attention and MLP,
+    each head."""
     model, prompts, cache = ioi["model"], ioi["prompts"], ioi["cache"]
     batch = torch.arange(len(prompts))
-    heads = torch.cat([einops.einsum(cache["z", layer][batch, prompts.end_pos], model.blocks[layer].attn.W_O,
-                                     "batch head d_head, head d_head d_model -> head batch d_model")
-                       for layer in range(model.cfg.n_layers)])
     scale = cache["ln_final.hook_scale"][batch, prompts.end_pos]
-    per_head = residual_logit_diff(model, heads, scale, prompts).reshape(model.cfg.n_layers, model.cfg.n_heads)
-    effects = torch.stack([per_head[head] for head in S_SUPPRESSION])
+
+    def at_end(activation):
+        return activation[batch, prompts.end_pos]
+
+    n_layers = model.cfg.n_layers
+    accumulated = torch.stack([at_end(cache["resid_pre", layer]) for layer in range(n_layers)]
+                              + [at_end(cache["resid_post", n_layers - 1])])
+    per_layer = torch.stack([torch.stack([at_end(cache["attn_out", layer]), at_end(cache["mlp_out", layer])])
+                             for layer in range(n_layers)]).flatten(0, 1)
+    heads = torch.cat([einops.einsum(at_end(cache["z", layer]), model.blocks[layer].attn.W_O,
+                                     "batch head d_head, head d_head d_model -> head batch d_model")
+                       for layer in range(n_layers)])
+    return {"lens": residual_logit_diff(model, accumulated, scale, prompts),
+            "parts": residual_logit_diff(model, per_layer, scale, prompts).reshape(n_layers, 2),  # [layer, attn/mlp]
+            "heads": residual_logit_diff(model, heads, scale, prompts).reshape(n_layers, model.cfg.n_heads)}
+
+
+def test_direct_logit_attribution_of_the_s_suppression_heads(direct_logit_attribution):
+    effects = torch.stack([direct_logit_attribution["heads"][head] for head in S_SUPPRESSION])
     DIRECT_EFFECT.holds(effects.min(), effects.max())
+
+
+def test_the_direct_logit_attribution_figure_shows_what_its_text_says(ioi, direct_logit_attribution):
+    """"Nothing before layer 1 separates the names. Two heads, 1.0 and 1.3, write [...];
+    the MLPs of layers 1 and 2 write most of the rest. No layer-0 head writes anything
+    directly."
+    """
+    lens, parts, heads = (direct_logit_attribution[key] for key in ("lens", "parts", "heads"))
+    clean = ioi["clean_ld"]
+    assert lens[:2].abs().max() < 0.1 * clean, lens  # before layers 0 and 1
+    assert abs(lens[-1] - clean) < 0.05 * clean, (lens, clean)  # the final stream is the model's answer
+    rest = parts.sum() - sum(heads[head] for head in S_SUPPRESSION)
+    assert parts[1:, 1].sum() > 0.5 * rest, (parts, rest)  # the MLPs of layers 1 and 2
+    assert heads[0].abs().max() < 0.2 * heads.max(), heads
+
+
+def test_the_patching_maps_show_what_their_text_says(ioi, abc_head_patching):
+    """"The corruption lives at S2 in layers 0 and 1 (patching it there does most of ABC's
+    damage), and at END from layer 2 on [...] the map shows S2 at positions 9 and 10 and
+    smeared a little. Per head: noising 1.0 or 1.3 costs most of the logit difference, any
+    other head almost nothing. Their patterns hardly matter."
+    """
+    model, prompts, abc, metric = ioi["model"], ioi["prompts"], ioi["abc"], ioi["metric"]
+    resid = patch_residual_by_position(model, prompts.tokens, abc.tokens, metric, "resid_pre")  # [layer, pos]
+    s2, end = sorted(set(prompts.s2_pos.tolist())), prompts.end_pos[0].item()
+    assert s2 == [9, 10] and (prompts.end_pos == end).all()
+    damage = 1 - resid
+    assert (damage[:2, s2].sum(dim=-1) > 0.5).all(), resid  # each prompt's S2 is one of the two columns
+    assert damage[2, end] > 0.5 and (damage[:2, end].abs() < 0.15).all() and (damage[2, s2].abs() < 0.1).all(), resid
+    elsewhere = [position for position in range(resid.shape[1]) if position not in (*s2, end)]
+    assert (damage[:, elsewhere].abs() < 0.05).all(), resid
+    for layer in range(model.cfg.n_layers):
+        for head in range(model.cfg.n_heads):
+            cost = 1 - abc_head_patching[layer, head]
+            assert cost > 0.5 if (layer, head) in S_SUPPRESSION else abs(cost) < 0.1, abc_head_patching
+    patterns = patch_head_outputs(model, prompts.tokens, abc.tokens, metric, "pattern")
+    assert ((1 - patterns).abs() < 0.1).all(), patterns
 
 
 def test_path_patching_splits_their_effect(ioi, abc_head_patching):

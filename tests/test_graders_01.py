@@ -6,11 +6,15 @@ mistake edited in, so each reads as a small diff against the right answer.
 
 
 import nbformat
+import torch
 from chapter_tests import *  # noqa: F403 - the tests every chapter passes, run on this module's cases
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nbclient import NotebookClient
 
 from graders.chapter_01 import CHAPTER
 from mi_course.runtime.paths import SOLUTIONS_DIR
+from solutions.three_buckets import ablate_direction, bracket_depth, steer
 
 NOTEBOOK = "01_three_buckets.ipynb"
 SOLUTION = SOLUTIONS_DIR / NOTEBOOK
@@ -109,3 +113,45 @@ def test_the_solution_notebook_runs_top_to_bottom(tmp_path):
     for words in ("majority baseline", "ablate the depth-probe direction", "alone takes the accuracy", "'is a space' probe"):
         assert words in printed
     assert all(output.get("output_type") != "error" for cell in nb.cells for output in cell.get("outputs", []))
+
+
+# --------------------------------------------------------------------------- the references, on any input
+
+BRACKETS = {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}
+texts = st.lists(st.text(alphabet="([{}]) ab", min_size=1, max_size=20), min_size=1, max_size=4)
+
+
+def padded(rows: list[str]) -> torch.Tensor:
+    width = max(map(len, rows))
+    return torch.tensor([[ord(byte) for byte in row.ljust(width)] for row in rows])
+
+
+@settings(max_examples=50, deadline=None, derandomize=True)
+@given(rows=texts)
+def test_bracket_depth_counts_like_a_reader_of_the_text(rows):
+    """Byte by byte, each row from depth 0, a closer at depth 0 ignored: as its docstring says."""
+    expected = []
+    for row in padded(rows).tolist():
+        depth, depths = 0, []
+        for byte in row:
+            depth = max(0, depth + BRACKETS.get(chr(byte), 0))
+            depths.append(depth)
+        expected.append(depths)
+    assert bracket_depth(padded(rows)).tolist() == expected
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(shape=st.lists(st.integers(1, 4), min_size=0, max_size=2), d_model=st.integers(1, 8),
+       scale=st.floats(1e-2, 1e2), alpha=st.floats(-5, 5), seed=st.integers(0, 2**16))
+def test_ablating_and_steering_move_only_along_the_direction(shape, d_model, scale, alpha, seed):
+    """Whatever the direction's length: ablation leaves nothing along it and is idempotent;
+    steering adds exactly alpha along its unit vector; neither touches what is orthogonal."""
+    generator = torch.Generator().manual_seed(seed)
+    resid = torch.randn(*shape, d_model, generator=generator, dtype=torch.float64)
+    direction = scale * torch.randn(d_model, generator=generator, dtype=torch.float64)
+    unit = direction / direction.norm()
+    ablated, steered = ablate_direction(resid, direction), steer(resid, direction, alpha)
+    assert torch.allclose(ablated @ unit, torch.zeros(shape, dtype=torch.float64), atol=1e-9)
+    assert torch.allclose(ablate_direction(ablated, direction), ablated, atol=1e-9)
+    assert torch.allclose(steered @ unit - resid @ unit, torch.full(shape, alpha, dtype=torch.float64), atol=1e-9)
+    assert torch.allclose(ablate_direction(steered, direction), ablated, atol=1e-9)

@@ -9,13 +9,23 @@ longer applies, the test says so.
 import re
 
 import nbformat
+import pytest
+import torch
 from chapter_tests import *  # noqa: F403 - the tests every chapter passes, run on this module's cases
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nbclient import NotebookClient
 from solution_edits import edited_solution
 
 from graders.chapter_02 import CHAPTER, reference_circuit
 from mi_course.runtime.paths import SOLUTIONS_DIR
 from mi_course.runtime.verdicts import Verdict
+from solutions.induction_heads import (
+    current_token_scores,
+    first_token_scores,
+    prefix_matching_scores,
+    previous_token_scores,
+)
 
 NOTEBOOK = "02_induction_heads.ipynb"
 SOLUTION = SOLUTIONS_DIR / NOTEBOOK
@@ -143,3 +153,38 @@ def test_the_solution_notebook_runs_top_to_bottom_and_training_forms_induction_h
     control = float(re.search(r"CONTROL 1-layer: best induction score at any step ([\d.]+)", printed).group(1))
     assert live > 0.8, printed
     assert control < 0.3, printed
+
+
+# --------------------------------------------------------------------------- the detectors, on any shape
+
+@st.composite
+def patterns_and_tokens(draw):
+    """Causal attention patterns [batch, head, query, key] and tokens from a small vocabulary,
+    so that repeats, and queries with and without a prefix match, all occur."""
+    batch, heads, pos = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(2, 9))
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    scores = torch.randn(batch, heads, pos, pos, generator=generator, dtype=torch.float64)
+    pattern = scores.masked_fill(torch.ones(pos, pos, dtype=torch.bool).triu(1), float("-inf")).softmax(dim=-1)
+    tokens = torch.randint(0, draw(st.integers(1, 4)), (batch, pos), generator=generator)
+    return pattern, tokens
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(case=patterns_and_tokens())
+def test_the_detectors_average_what_their_docstrings_say(case):
+    """Each score against a plain loop over the pairs its docstring names."""
+    pattern, tokens = case
+    batch, heads, pos, _ = pattern.shape
+    for head in range(heads):
+        previous = [pattern[b, head, q, q - 1] for b in range(batch) for q in range(1, pos)]
+        current = [pattern[b, head, q, q] for b in range(batch) for q in range(pos)]
+        first = [pattern[b, head, q, 0] for b in range(batch) for q in range(pos)]
+        matches = [sum(pattern[b, head, q, k] for k in range(1, q + 1) if tokens[b, k - 1] == tokens[b, q])
+                   for b in range(batch) for q in range(pos)
+                   if any(tokens[b, k - 1] == tokens[b, q] for k in range(1, q + 1))]
+        for detector, pairs in [(previous_token_scores(pattern), previous), (current_token_scores(pattern), current),
+                                (first_token_scores(pattern), first)]:
+            assert detector[head].item() == pytest.approx(sum(pairs).item() / len(pairs))
+        prefix = prefix_matching_scores(tokens, pattern)[head].item()
+        if matches:
+            assert prefix == pytest.approx(sum(matches).item() / len(matches))

@@ -10,7 +10,7 @@ import torch
 from chapter_tests import *  # noqa: F403 - the tests every chapter passes, run on this module's cases
 
 from graders.chapter_03 import CHAPTER as CHAPTER  # the chapter the shared tests grade
-from graders.chapter_03 import reference_circuit
+from graders.chapter_03 import ORACLES_HEADS, ORACLES_LAYER_POS, cache_of, reference_circuit, setup
 from solutions import ioi as reference
 from toy_models import load_pretrained
 from toy_models.data import make_ioi_prompts
@@ -108,6 +108,23 @@ ALSO_RIGHT = [
     # the mean over mean_tokens' prompts taken with keepdim and broadcast
     ("ablated_logit_diff", [("reference[hook.name][:, :, head].mean(dim=0)", "reference[hook.name][:, :, head].mean(dim=0, keepdim=True)")]),
 ]
+
+
+# --------------------------------------------------------------------------- the references against transformer_lens.patching
+
+@pytest.mark.parametrize("exercise, oracles", [("patch_residual_by_position", ORACLES_LAYER_POS),
+                                               ("patch_head_outputs", ORACLES_HEADS)])
+def test_the_patching_references_agree_with_transformer_lens(exercise, oracles):
+    """The graders compare a learner's patching with the reference alone: here the reference
+    meets TransformerLens's own patching, on every variant the graders run."""
+    for variant in CHAPTER.exercises[exercise].variants:
+        settings = {**CHAPTER.exercises[exercise].settings, **variant}
+        activation = settings["activation"]
+        net, clean, corrupted, metric = setup(settings["model"], settings["seed"], settings["corruption"])
+        mine = getattr(reference, exercise)(net, clean.tokens, corrupted.tokens, metric, activation)
+        with torch.no_grad():
+            theirs = oracles[activation](net, clean.tokens, cache_of(net, corrupted.tokens, f"hook_{activation}"), metric)
+        torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-4, msg=f"{exercise} {variant}")
 
 
 # --------------------------------------------------------------------------- the reference circuit
