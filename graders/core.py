@@ -135,15 +135,16 @@ class Exercise:
 
     def run(self, obj: Any, variants: Sequence[Mapping[str, Any]] | None = None) -> Result:
         """Grade `obj` under each variant (all the graded ones by default); the first
-        verdict that is not PASS is the result, its message naming the variant."""
+        verdict that is not PASS is the result, its message naming the variant, and marked
+        `hidden_variant` unless it is the first variant run (the notebook's visible test)."""
         with _grading_conditions():
-            for variant in self.variants if variants is None else variants:
+            for index, variant in enumerate(self.variants if variants is None else variants):
                 verdict, message = _verdict(self.grade, obj, variant)
                 if verdict is not Verdict.PASS:
                     if verdict is not Verdict.NOT_ATTEMPTED and self.describe(variant):
                         message += (f"\n(This was with {self.describe(variant)}; "
                                     f"{check_call(self.name, {**self.settings, **variant})} runs this case alone.)")
-                    return Result(self.name, verdict, 0, self.points, message, self.hint)
+                    return Result(self.name, verdict, 0, self.points, message, self.hint, hidden_variant=index > 0)
         return Result(self.name, Verdict.PASS, self.points, self.points)
 
 

@@ -1,13 +1,15 @@
-"""Results as text, in the three places a learner reads them.
+"""Results as text, in the four places a learner reads them.
 
 * `summary`: one exercise's verdict, as the notebook's `check(...)` prints it;
 * `notebook_report`: a whole notebook's table and score, as `mi-course check` prints it;
-* `feedback`: a student's Markdown feedback file, as `mi-course grade` writes it.
+* `feedback`: a student's Markdown feedback file, as `mi-course grade` writes it;
+* `gradescope_results`: a student's results in Gradescope's `results.json` format.
 
 The feedback is read by someone other than the student whose code wrote much of its text
 (error messages, names), so there every text is escaped (`_escape_inline`), fenced
 (`_fenced`) or a code span (`_code`), and cut to size: none can write Markdown of its own,
-such as a points line, a table row or a heading.
+such as a points line, a table row or a heading. Gradescope is told to show every text as
+plain text (no HTML or Markdown is rendered), and each is cut to size there too.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from __future__ import annotations
 import re
 import textwrap
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
 from graders.results import Result, StudentGrade
 from mi_course.runtime.verdicts import Verdict
 
-__all__ = ["MAX_MESSAGE_CHARS", "MAX_FEEDBACK_BYTES", "summary", "notebook_report", "feedback"]
+__all__ = ["MAX_MESSAGE_CHARS", "MAX_FEEDBACK_BYTES", "summary", "notebook_report", "feedback",
+           "gradescope_results"]
 
 #: The first line of each message in `mi-course check`'s table is shortened to this width.
 MESSAGE_WIDTH = 72
@@ -91,6 +96,41 @@ def feedback(grade: StudentGrade) -> str:
         blocks += ["## Stopped by the sandbox", *(f"- {text(event)}" for event in grade.events)]
     blocks.append(f"_Graded in a sandbox ({text(grade.containment)})._")
     return _within(blocks, MAX_FEEDBACK_BYTES)
+
+
+#: What a visible Gradescope test says of a failure under a hidden variant, whose details wait for the grades.
+HIDDEN_VARIANT_NOTE = ("It passed the notebook's visible test and failed one of the graded notebook's hidden tests "
+                       "(`check` in your notebook runs them all, and says which). Here, what went wrong and with which "
+                       "variant is shown once the grades are published.")
+
+
+def gradescope_results(grade: StudentGrade) -> dict[str, Any]:
+    """A student's grade as Gradescope's autograder `results.json`, in its documented keys only
+    (https://gradescope-autograders.readthedocs.io/en/latest/specs/): the notes about the notebook
+    as the overall output, then the exercises' tests (`_gradescope_tests`). Every text is shown as
+    plain text ("text" format: no HTML or Markdown rendered), since the learner's code wrote some."""
+    notes = [*grade.problems, *(f"cell {index}: {error}" for index, error in grade.cell_errors),
+             *(f"Stopped by the sandbox: {event}" for event in grade.events), f"Graded in a sandbox ({grade.containment})."]
+    return {"score": grade.score, "execution_time": round(grade.seconds),
+            "output": _within([_cut(note) for note in notes], MAX_FEEDBACK_BYTES),
+            "output_format": "text", "test_output_format": "text", "test_name_format": "text",
+            "visibility": "visible", "stdout_visibility": "hidden",  # stdout is the grader's log, for the instructor
+            "tests": [test for result in grade.results for test in _gradescope_tests(result)]}
+
+
+def _gradescope_tests(result: Result) -> list[dict[str, Any]]:
+    """One visible test for the exercise, saying what `summary` says; and where it failed under a
+    hidden variant, a second, scoreless test that holds that failure's message (which names the
+    variant) back until the grades are published: before the deadline it would tell what the
+    hidden tests are."""
+    shown = replace(result, message=HIDDEN_VARIANT_NOTE if result.hidden_variant else _cut(result.message))
+    tests = [{"name": result.exercise, "score": result.points, "max_score": result.max_points,
+              "status": "passed" if result.verdict is Verdict.PASS else "failed",
+              "output": summary(shown), "visibility": "visible"}]
+    if result.hidden_variant:
+        tests.append({"name": f"{result.exercise}: the hidden test it failed", "status": "failed",
+                      "output": _cut(result.message), "visibility": "after_published"})
+    return tests
 
 
 #: The characters that can start Markdown (emphasis, code, links, HTML, entities, headings, lists, table

@@ -27,6 +27,9 @@ class Result:
     max_points: float
     message: str = ""  # empty on PASS
     hint: str = ""
+    #: It failed under a hidden variant (not the notebook's visible test), which the message names: an
+    #: export that shows results before the deadline (Gradescope's) holds that message back until then.
+    hidden_variant: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "verdict": self.verdict.value}
@@ -75,7 +78,7 @@ class StudentGrade:
 _VERDICTS = {verdict.value for verdict in Verdict}
 #: Each field of a saved Result and StudentGrade, with its type as JSON gives it back.
 _RESULT_FIELDS = {"exercise": str, "verdict": str, "points": _NUMBER, "max_points": _NUMBER, "message": str,
-                  "hint": str}
+                  "hint": str, "hidden_variant": bool}
 _GRADE_FIELDS = {"student": str, "chapter": str, "score": _NUMBER, "max_score": _NUMBER, "results": list,
                  "problems": list, "cell_errors": list, "events": list, "sandbox": str, "containment": str,
                  "fingerprint": str, "seconds": _NUMBER}

@@ -1,4 +1,5 @@
-"""`mi-course`: start the course, check your work, grade a class, rebuild its models and notebooks."""
+"""`mi-course`: start the course, check your work, grade a class (or be Gradescope's autograder), rebuild its
+models and notebooks."""
 
 import argparse
 import os
@@ -42,21 +43,10 @@ def check(args: argparse.Namespace) -> int:
     return check_notebook(args.notebook)
 
 
-def grade(args: argparse.Namespace) -> int:
-    """Grade a class's notebooks in sandboxes; write the gradebook and feedback."""
-    from mi_course.grading import (
-        UnsafeOutputError,
-        find_submissions,
-        grade_class,
-        resolve_chapter,
-    )
+def _sandbox(args: argparse.Namespace):
+    """The limits the grading commands take, and the containment found, warned about if it is weak."""
     from mi_course.runtime.containment import Limits, detect_containment
 
-    chapter = resolve_chapter(args.chapter)
-    submissions = find_submissions(args.submissions, chapter)
-    if not submissions:
-        print(f"No notebooks in {args.submissions} (looked for *.ipynb and */{chapter}/*.ipynb).", file=sys.stderr)
-        return 1
     containment = detect_containment()
     if not containment.isolated:
         print(f"WARNING: no sandbox could be built, so students' code runs with {containment.describe()}: it can "
@@ -64,6 +54,20 @@ def grade(args: argparse.Namespace) -> int:
               file=sys.stderr)
     limits = Limits(exercise_seconds=args.exercise_seconds, exercise_cpu_seconds=int(args.exercise_seconds),
                     memory_bytes=int(args.memory_gb * 2**30))
+    return limits, containment
+
+
+def grade(args: argparse.Namespace) -> int:
+    """Grade a class's notebooks in sandboxes; write the gradebook, the LMS's CSV, and each
+    student's feedback and Gradescope results."""
+    from mi_course.grading import UnsafeOutputError, find_submissions, grade_class, lms_csv_path, resolve_chapter
+
+    chapter = resolve_chapter(args.chapter)
+    submissions = find_submissions(args.submissions, chapter)
+    if not submissions:
+        print(f"No notebooks in {args.submissions} (looked for *.ipynb and */{chapter}/*.ipynb).", file=sys.stderr)
+        return 1
+    limits, containment = _sandbox(args)
     out = args.out or Path("instructor") / f"grades-{chapter}.csv"  # git-ignored: grades are never committed
     try:
         grades = grade_class(submissions, chapter, out, limits=limits, workers=args.workers, containment=containment)
@@ -71,7 +75,25 @@ def grade(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     mean = sum(g.score for g in grades) / len(grades)
-    print(f"{len(grades)} students graded; mean {mean:.2f} / {grades[0].max_score:g}. Gradebook: {out}")
+    print(f"{len(grades)} students graded; mean {mean:.2f} / {grades[0].max_score:g}. Gradebook: {out}; "
+          f"for your LMS: {lms_csv_path(out)}")
+    return 0
+
+
+def gradescope(args: argparse.Namespace) -> int:
+    """Gradescope's `run_autograder`: grade the notebook handed in, as `grade` would, and write
+    Gradescope's results.json. The exit status is 0 whenever results.json was written, a zero
+    included: Gradescope shows the student that file, not the status."""
+    from mi_course.grading import UnsafeOutputError, grade_for_gradescope, resolve_chapter
+
+    limits, containment = _sandbox(args)
+    try:
+        grade = grade_for_gradescope(args.submission, args.results, resolve_chapter(args.chapter), limits=limits,
+                                     containment=containment)
+    except UnsafeOutputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{grade.score:g} / {grade.max_score:g} points. Results: {args.results}")
     return 0
 
 
@@ -140,10 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
                               help="the gradebook, in a folder only you may write to; results and feedback go "
                                    "beside it (default: instructor/grades-<chapter>.csv)")
     grade_parser.add_argument("--workers", type=int, default=None, help="students graded at once (default: cores)")
-    grade_parser.add_argument("--exercise-seconds", type=float, default=60.0,
-                              help="wall-clock and CPU time each exercise's code may use (default: 60)")
-    grade_parser.add_argument("--memory-gb", type=float, default=3.0, help="memory each notebook may use (default: 3)")
+    _add_limit_arguments(grade_parser)
     grade_parser.set_defaults(run=grade)
+
+    gradescope_parser = commands.add_parser(
+        "gradescope", help="Gradescope's autograder: grade the notebook handed in, in a sandbox; write results.json"
+    )
+    gradescope_parser.add_argument("--chapter", required=True, help="e.g. 00 or 00_transformer_from_scratch")
+    gradescope_parser.add_argument("--submission", type=Path, default=Path("/autograder/submission"),
+                                   help="the folder holding the notebook (default: /autograder/submission)")
+    gradescope_parser.add_argument("--results", type=Path, default=Path("/autograder/results/results.json"),
+                                   help="the file to write (default: /autograder/results/results.json)")
+    _add_limit_arguments(gradescope_parser)
+    gradescope_parser.set_defaults(run=gradescope)
 
     release_parser = commands.add_parser(
         "release", help="rebuild solutions/*.ipynb from the chapter sources, then the student notebooks in course/"
@@ -161,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     explore_parser.add_argument("--labels", type=Path, default=None, help='a JSON file {"12": "a label", ...}')
     explore_parser.set_defaults(run=explore)
     return parser
+
+
+def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--exercise-seconds", type=float, default=60.0,
+                        help="wall-clock and CPU time each exercise's code may use (default: 60)")
+    parser.add_argument("--memory-gb", type=float, default=3.0, help="memory each notebook may use (default: 3)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,12 +11,17 @@ SUBMISSIONS is a folder of notebooks (`alice.ipynb`, ...), or nbgrader's
    chapter's graders *in the grader's process*, calling the learner's objects through
    proxies: nothing the learner's code prints, writes or returns is taken as a verdict,
    only as an answer to compare with the reference;
-3. writes the student's results atomically to `<out>-results/<student>.json`, and a
-   feedback file `<out>-feedback/<student>.md`.
+3. writes the student's results atomically to `<out>-results/<student>.json`, a feedback
+   file `<out>-feedback/<student>.md`, and their results in Gradescope's format,
+   `<out>-gradescope/<student>.json` (`graders.reporting.gradescope_results`).
 
 Then the class's gradebook (`--out`, CSV) is written, keeping any previous one beside
-it. A run that is interrupted resumes where it stopped: a student whose notebook and
-graders have not changed since their results were written is not graded again.
+it, and the points alone for an LMS to import, `<out>-lms.csv` (`write_lms_csv`). A run
+that is interrupted resumes where it stopped: a student whose notebook and graders have
+not changed since their results were written is not graded again.
+
+`mi-course gradescope` is the same grading, of the one notebook that Gradescope's
+autograder hands in (`grade_for_gradescope`).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -43,7 +48,7 @@ import nbformat
 from nbformat.reader import NotJSONError
 
 from graders.core import CHAPTERS, Chapter, load_chapter
-from graders.reporting import feedback
+from graders.reporting import feedback, gradescope_results
 from graders.results import Result, StudentGrade
 from graders.submission import cells_to_run, chapter_of
 from mi_course.runtime.containment import VISIBLE_PACKAGES, Containment, Limits, detect_containment
@@ -51,7 +56,8 @@ from mi_course.runtime.paths import package_dirs
 from mi_course.runtime.remote import LearnerNotebook, Zygote
 from mi_course.runtime.verdicts import LearnerCodeFailed, Verdict
 
-__all__ = ["StudentFile", "find_submissions", "grade_class", "resolve_chapter"]
+__all__ = ["StudentFile", "find_submissions", "grade_class", "grade_for_gradescope", "resolve_chapter",
+           "write_gradebook", "write_lms_csv"]
 
 MAX_NOTEBOOK_BYTES = 20 * 2**20
 #: As root, each student's code runs as a user id of its own, drawn from this range.
@@ -286,7 +292,7 @@ def _grade_and_save(submission: StudentFile, chapter: str, limits: Limits, conta
               file=sys.stderr)
         grade = _failed_grade(submission, chapter, containment, error)
     grade.fingerprint = key
-    _write_atomically(results_dir / f"{submission.student}.json", json.dumps(grade.to_json(), indent=1))
+    _write_atomically(results_dir / f"{submission.student}.json", _json(grade.to_json()))
     return grade
 
 
@@ -311,46 +317,97 @@ def grade_class(submissions: Iterable[StudentFile], chapter: str, out: Path, *, 
                 workers: int | None = None, containment: Containment | None = None,
                 progress: bool = True) -> list[StudentGrade]:
     """Grade every submission (reusing saved results that still hold), then write the
-    gradebook `out` and one feedback file per student."""
+    gradebook `out`, the LMS's CSV beside it, and each student's feedback and Gradescope results.
+    The grades come back in the submissions' order, whatever order the students finish in. The
+    progress bar counts, as it goes, the students who scored nothing or had errors (`_troubles`)."""
     from tqdm.auto import tqdm
 
     submissions = list(submissions)
     containment = containment or detect_containment()
-    results_dir, feedback_dir = _output_dirs(out)
+    results_dir, feedback_dir, gradescope_dir = _output_dirs(out)
     # Absent from the sandbox anyway (it shows only an allow-list), unless they lie inside it.
     hidden = (*{s.path.resolve().parent for s in submissions}, results_dir.resolve(), feedback_dir.resolve(),
-              out.resolve().parent)
+              gradescope_dir.resolve(), out.resolve().parent)
     code_digest = grading_code_digest()
     keys = {s.student: fingerprint(s.path, chapter, code_digest, limits, containment.name) for s in submissions}
     grades = {s.student: saved for s in submissions if (saved := _saved(results_dir, s.student, keys[s.student], chapter))}
     to_grade = [s for s in submissions if s.student not in grades]
     if to_grade:
+        # Students whose saved results were reused count from the start, and not in the rate that gives the ETA.
         with Zygote() as zygote, ProcessPoolExecutor(
             max_workers=min(workers or os.cpu_count() or 1, len(to_grade)), mp_context=get_context("fork"),
-        ) as pool:
+        ) as pool, tqdm(total=len(submissions), initial=len(grades), desc=f"grading {chapter}", unit="student",
+                        postfix=_troubles(grades.values()), disable=not progress) as bar:
             futures = {pool.submit(_grade_and_save, s, chapter, limits, containment, zygote.address, hidden,
                                    results_dir, keys[s.student]): s for s in to_grade}
-            for future in tqdm(futures, desc=f"grading {chapter}", unit="student", disable=not progress):
+            for future in as_completed(futures):  # the bar moves as each student is done, in any order
                 grades[futures[future].student] = future.result()
+                bar.set_postfix(_troubles(grades.values()), refresh=False)  # shown with the update
+                bar.update()
     ordered = [grades[s.student] for s in submissions]
     for grade in ordered:
         _write_atomically(feedback_dir / f"{grade.student}.md", feedback(grade))
+        _write_atomically(gradescope_dir / f"{grade.student}.json", _json(gradescope_results(grade)))
     write_gradebook(out, ordered, chapter)
+    write_lms_csv(lms_csv_path(out), ordered, chapter)
     return ordered
+
+
+def grade_for_gradescope(submission_dir: Path, results_file: Path, chapter: str, *, limits: Limits = Limits(),
+                         containment: Containment | None = None) -> StudentGrade:
+    """Gradescope's autograder: grade the notebook Gradescope put in `submission_dir` as `grade_class`
+    grades a class of one (in a private folder, thrown away after), and write its grade to
+    `results_file` in Gradescope's format. A submission with no notebook to grade scores zero, and
+    its output says why."""
+    _refuse_link(results_file)
+    containment = containment or detect_containment()
+    notebook, why_not = _handed_in(submission_dir, chapter)
+    if notebook is None:
+        grade = StudentGrade("submission", chapter, 0.0, load_chapter(chapter).max_points, [], problems=[why_not],
+                             sandbox=containment.name, containment=containment.describe())
+    else:
+        with tempfile.TemporaryDirectory(prefix="mi-course-gradescope-") as work:  # mode 0700
+            [grade] = grade_class([StudentFile("submission", notebook)], chapter, Path(work) / "grades.csv",
+                                  limits=limits, workers=1, containment=containment, progress=False)
+    results_file.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(results_file, _json(gradescope_results(grade)))
+    return grade
+
+
+def _handed_in(folder: Path, chapter: str) -> tuple[Path | None, str]:
+    """The notebook to grade among `folder/*.ipynb`: the one named after the chapter, else the only
+    one; else None, and why. A link is not a notebook handed in: the grader, root on Gradescope,
+    would read what it points to, and might quote it back."""
+    notebooks = [path for path in sorted(folder.glob("*.ipynb")) if path.is_file() and not path.is_symlink()]
+    named = [path for path in notebooks if path.stem == chapter]
+    if named or len(notebooks) == 1:
+        return (named or notebooks)[0], ""
+    found = ", ".join(path.name for path in notebooks) or "none"
+    return None, f"Hand in one notebook, {chapter}.ipynb, to be graded (notebooks found: {found})."
+
+
+def _troubles(grades: Iterable[StudentGrade]) -> dict[str, int]:
+    """What the progress bar counts, worth a look before the rest of the class is done: the students
+    who scored nothing, and those with an exercise that ended in an error (a crash, a timeout, a
+    notebook that could not be read or graded)."""
+    grades = list(grades)
+    return {"errors": sum(any(result.verdict is Verdict.ERROR for result in grade.results) for grade in grades),
+            "zero": sum(grade.score == 0 for grade in grades)}  # in the order tqdm shows a postfix: by name
 
 
 class UnsafeOutputError(ValueError):
     """The grader, often run as root, will not write where another user could plant links or files."""
 
 
-def _output_dirs(out: Path) -> tuple[Path, Path]:
-    """`<out>-results` and `<out>-feedback`, made private to the instructor, after checking that no
-    other user may swap in their own files or links there (or in the folder that holds `out`)."""
+def _output_dirs(out: Path) -> tuple[Path, Path, Path]:
+    """`<out>-results`, `<out>-feedback` and `<out>-gradescope`, made private to the instructor, after
+    checking that no other user may swap in their own files or links there (or in the folder that
+    holds `out`, where the LMS's CSV goes too)."""
     out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     _refuse_writable_by_others(out.parent, out.parent.stat())
     _refuse_link(out)  # now rather than after grading the class
-    results_dir, feedback_dir = out.with_name(f"{out.stem}-results"), out.with_name(f"{out.stem}-feedback")
-    for folder in (results_dir, feedback_dir):
+    folders = tuple(out.with_name(f"{out.stem}-{kind}") for kind in ("results", "feedback", "gradescope"))
+    for folder in folders:
         try:
             folder.mkdir(mode=0o700)
         except FileExistsError:  # an earlier run's, or someone else's: checked below
@@ -361,7 +418,7 @@ def _output_dirs(out: Path) -> tuple[Path, Path]:
                                     "move it away, or give the gradebook another name with --out.")
         _refuse_writable_by_others(folder, info)
         folder.chmod(0o700)  # the learners' users may not read other students' results
-    return results_dir, feedback_dir
+    return folders
 
 
 def _refuse_writable_by_others(folder: Path, info: os.stat_result) -> None:
@@ -377,19 +434,55 @@ def _refuse_link(out: Path) -> None:
 
 
 def write_gradebook(out: Path, grades: list[StudentGrade], chapter: str) -> None:
-    """The class's CSV: one row per student, one column per exercise. A gradebook already
-    there is kept, renamed with the time it was last written."""
+    """The class's CSV: one row per student, one column per exercise, then the notes about each
+    notebook and the sandbox it ran in. A gradebook already there is kept, renamed with the time it
+    was last written."""
     _refuse_link(out)  # the gradebook is the link, or the file it points to? Refuse rather than guess
     exercises = list(load_chapter(chapter).exercises)
     rows = [["student", "score", "max_score", *exercises, "problems", "sandbox"]]
     for grade in grades:
-        points = {result.exercise: result.points for result in grade.results}
         notes = [*grade.problems, *(f"cell {i}: {e}" for i, e in grade.cell_errors), *grade.events]
-        rows.append([grade.student, f"{grade.score:g}", f"{grade.max_score:g}",
-                     *(f"{points.get(name, 0):g}" for name in exercises), " | ".join(notes)[:2000], grade.sandbox])
+        rows.append([*_points_row(grade, exercises), " | ".join(notes)[:2000], grade.sandbox])
     if out.exists():  # not a link (refused above), in a folder no one else may write to (`_output_dirs`)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(out.lstat().st_mtime))
         out.replace(out.with_name(f"{out.stem}.{stamp}{out.suffix}"))
+    _write_atomically(out, _csv(rows))
+
+
+def lms_csv_path(out: Path) -> Path:
+    """The LMS's CSV of gradebook `out`: beside it, in the folder `_output_dirs` checks."""
+    return out.with_name(f"{out.stem}-lms.csv")
+
+
+def write_lms_csv(path: Path, grades: list[StudentGrade], chapter: str) -> None:
+    """The points alone, for a learning management system's gradebook import (Canvas, Moodle,
+    Blackboard, ... each maps the columns on import). Columns, in this order:
+
+    * `student_id`: the student's id, as in the gradebook and the names of their files;
+    * `total`: the points they earned; `max`: the points the chapter has;
+    * one column per exercise, named after it, in the chapter's order: the points earned there.
+
+    Numbers only, no notes (those are in the gradebook): every cell imports as it is."""
+    _refuse_link(path)
+    exercises = list(load_chapter(chapter).exercises)
+    _write_atomically(path, _csv([["student_id", "total", "max", *exercises],
+                                  *(_points_row(grade, exercises) for grade in grades)]))
+
+
+def _points_row(grade: StudentGrade, exercises: list[str]) -> list[str]:
+    """The student, their score, the chapter's points, and their points in each exercise: what both
+    CSVs say of a student's points, said once."""
+    points = {result.exercise: result.points for result in grade.results}
+    return [grade.student, f"{grade.score:g}", f"{grade.max_score:g}", *(f"{points.get(name, 0):g}" for name in exercises)]
+
+
+def _csv(rows: list[list[str]]) -> str:
     text = io.StringIO()
     csv.writer(text).writerows(rows)
-    _write_atomically(out, text.getvalue())
+    return text.getvalue()
+
+
+def _json(data: object) -> str:
+    """JSON as `json.dumps` writes it, whatever the text inside: nothing of a student's can change
+    its structure. No NaN or infinity, which are not JSON and which strict readers refuse."""
+    return json.dumps(data, indent=1, allow_nan=False)

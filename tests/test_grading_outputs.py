@@ -195,9 +195,10 @@ def test_a_gradebook_that_is_a_link_is_refused(tmp_path) -> None:
 
 def test_the_output_folders_are_made_private(tmp_path) -> None:
     out = tmp_path / "instructor" / "grades.csv"
-    results, feedback_dir = _output_dirs(out)
-    assert (results, feedback_dir) == (out.with_name("grades-results"), out.with_name("grades-feedback"))
-    assert all(folder.stat().st_mode & 0o777 == 0o700 for folder in (out.parent, results, feedback_dir))
+    results, feedback_dir, gradescope = _output_dirs(out)
+    assert (results, feedback_dir, gradescope) == (out.with_name("grades-results"), out.with_name("grades-feedback"),
+                                                   out.with_name("grades-gradescope"))
+    assert all(folder.stat().st_mode & 0o777 == 0o700 for folder in (out.parent, results, feedback_dir, gradescope))
     feedback_dir.chmod(0o755)  # an older run's, readable by the learners' users
     _output_dirs(out)
     assert feedback_dir.stat().st_mode & 0o777 == 0o700
