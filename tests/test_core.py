@@ -188,6 +188,20 @@ def test_numpy_arrays_arrive_as_tensors(array, dtype):
     assert isinstance(answer, torch.Tensor) and answer.dtype == dtype and answer.tolist() == array.tolist()
 
 
+def test_sets_of_edges_and_dicts_keyed_by_them_arrive_as_sent():
+    """Chapter 06's answers: circuits as sets of (sender, receiver) edges, scores keyed by edge."""
+    circuit = frozenset({("embed", "A0.0.v"), ("A0.0", "A1.0.k")})
+    assert crossed(circuit) == circuit and type(crossed(circuit)) is frozenset
+    assert crossed(set(circuit)) == set(circuit) and type(crossed(set(circuit))) is set
+    assert crossed({edge: -1.5 for edge in circuit}) == {edge: -1.5 for edge in circuit}
+
+
+def test_a_set_of_unhashable_members_is_refused_on_arrival():
+    structure = {"__set__": [{"__dict__": []}], "frozen": True}
+    with pytest.raises(WireError, match="cannot be hashed"):
+        decode(structure, {}, on_reference=lambda ref: pytest.fail("a reference"))
+
+
 def test_a_numpy_array_of_text_cannot_be_sent():
     with pytest.raises(WireError, match="dtype <U1"):
         crossed(np.array(["a"]))

@@ -125,6 +125,8 @@ def encode(
             return {"__tuple__": [walk(x) for x in item]}
         if isinstance(item, dict):
             return {"__dict__": [[walk(k), walk(v)] for k, v in item.items()]}
+        if isinstance(item, (set, frozenset)):  # a circuit as a set of edges
+            return {"__set__": [walk(x) for x in item], "frozen": isinstance(item, frozenset)}
         if type(item).__name__ == "FactoredMatrix" and type(item).__module__.startswith("transformer_lens"):
             return {"__factored__": [tensor_ref(item.A), tensor_ref(item.B)]}
         if type(item).__name__ == "ActivationCache" and type(item).__module__.startswith("transformer_lens"):
@@ -184,7 +186,10 @@ def decode(
         if "__tuple__" in item:
             return tuple(walk(x) for x in item["__tuple__"])
         if "__dict__" in item:
-            return {_hashable(walk(k)): walk(v) for k, v in item["__dict__"]}
+            return _hashing(lambda: {_hashable(walk(k)): walk(v) for k, v in item["__dict__"]})
+        if "__set__" in item:
+            members = _hashing(lambda: frozenset(_hashable(walk(x)) for x in item["__set__"]))
+            return members if item.get("frozen") is True else set(members)
         if "__factored__" in item:
             from transformer_lens import FactoredMatrix
 
@@ -302,3 +307,12 @@ def _read_exactly(sock: socket.socket, n: int) -> bytes:
 
 def _hashable(key: Any) -> Any:
     return tuple(_hashable(k) for k in key) if isinstance(key, list) else key
+
+
+def _hashing(build: Callable[[], Any]) -> Any:
+    """A dict or set whose keys came over the wire: `WireError`, not a TypeError from deep
+    inside decoding, when one of them cannot be hashed (a dict sent as a key)."""
+    try:
+        return build()
+    except TypeError as error:
+        raise WireError(f"a dict key or set member that cannot be hashed ({error})") from None
