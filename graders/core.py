@@ -63,6 +63,7 @@ CHAPTERS: Mapping[str, str] = {
     "03_indirect_object_identification": "graders.chapter_03",
     "04_superposition_and_saes": "graders.chapter_04",
     "05_honest_limits": "graders.chapter_05",
+    "06_circuit_discovery": "graders.chapter_06",
 }
 
 # Outputs agree when |actual - expected| <= ATOL + RTOL * |expected|: loose enough for a

@@ -13,7 +13,7 @@ from nbclient import NotebookClient
 from mi_course.runtime.paths import COURSE_DIR
 
 CHAPTERS = ["00_transformer_from_scratch", "01_three_buckets", "02_induction_heads", "03_indirect_object_identification",
-            "04_superposition_and_saes", "05_honest_limits"]
+            "04_superposition_and_saes", "05_honest_limits", "06_circuit_discovery"]
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)

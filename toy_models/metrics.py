@@ -4,11 +4,17 @@ These are also the references that chapter graders compare learners' code agains
 one definition of each, here.
 """
 
+from collections.abc import Callable
+
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from toy_models.edge_patching import Edge
 from toy_models.model import Transformer
+
+Metric = Callable[[Tensor], Tensor]
 
 
 def induction_score_of_pattern(
@@ -61,3 +67,61 @@ def positional_pattern(
     scores = queries @ keys.T / model.cfg.d_head**0.5
     future = torch.ones_like(scores, dtype=torch.bool).triu(diagonal=1)
     return scores.masked_fill(future, float("-inf")).softmax(dim=-1)
+
+
+# --- scoring circuit discovery (chapter 06) against a known circuit -----------------------
+
+def answer_logprob(tokens: Int[Tensor, "batch pos"], positions: tuple[int, ...]) -> Metric:
+    """The chapter's metric (given, not an exercise): the mean log-probability of the right
+    next token, `tokens[:, i + 1]`, at each position i of `positions`."""
+    where = torch.tensor(positions)
+    answers = tokens[:, where + 1]
+
+    def metric(logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:
+        logprobs = logits[:, where].log_softmax(dim=-1)
+        return logprobs.gather(-1, answers[..., None]).mean()
+
+    return metric
+
+
+def kl_from_full(full_logprobs: Tensor, logits: Tensor, positions: tuple[int, ...] | None) -> float:
+    """KL(full model || circuit) of the next-token distributions, averaged over the batch
+    and the positions (every position when `positions` is None): ACDC's measure of how far
+    a circuit has drifted from the model (given to chapter 06's learners)."""
+    logprobs = logits.log_softmax(dim=-1)
+    if positions is not None:
+        full_logprobs, logprobs = full_logprobs[:, list(positions)], logprobs[:, list(positions)]
+    return F.kl_div(logprobs, full_logprobs, log_target=True, reduction="none").sum(dim=-1).mean().item()
+
+
+def roc_curve(scores: dict[Edge, float], circuit: frozenset[Edge]) -> tuple[Float[Tensor, " n"], Float[Tensor, " n"]]:
+    """The ROC curve of ranking by |score|, for plotting: (false positive rates, true
+    positive rates) as the threshold falls through each distinct |score|, from (0, 0) to
+    (1, 1). Tied edges enter together, so the trapezoid area under it is `roc_auc`."""
+    importance = torch.tensor([abs(score) for score in scores.values()], dtype=torch.float64)
+    member = torch.tensor([edge in circuit for edge in scores])
+    fpr, tpr = [0.0], [0.0]
+    for level in importance.unique().flip(0):  # distinct values, largest first
+        chosen = importance >= level
+        tpr.append((chosen & member).sum().item() / member.sum().item())
+        fpr.append((chosen & ~member).sum().item() / (~member).sum().item())
+    return torch.tensor(fpr), torch.tensor(tpr)
+
+
+def roc_point(found: frozenset[Edge], circuit: frozenset[Edge], edges: list[Edge]) -> tuple[float, float]:
+    """One point of an ROC plot for a method that returns a set of edges (ACDC at one
+    threshold): (false positive rate, true positive rate) of `found` among `edges`."""
+    negatives = len(edges) - len(circuit)
+    return len(found - circuit) / negatives, len(found & circuit) / len(circuit)
+
+
+def pessimistic_auc(fpr: Float[Tensor, " n"], tpr: Float[Tensor, " n"]) -> float:
+    """The area under ROC points, as the ACDC paper scores its threshold sweeps: the points
+    sorted, with (0, 0) and (1, 1) added, joined by a staircase that rises only when a
+    point is reached (no credit for interpolating between two thresholds)."""
+    points = sorted(zip([0.0, *fpr.tolist(), 1.0], [0.0, *tpr.tolist(), 1.0], strict=True))
+    area, best = 0.0, 0.0
+    for x, y in points:
+        if y > best:
+            area, best = area + (1 - x) * (y - best), y
+    return area

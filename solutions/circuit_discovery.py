@@ -1,0 +1,136 @@
+"""Reference solutions of chapter 06, automated circuit discovery, graded against circuits known by construction.
+
+Each function is an exercise: `graders/chapter_06.py` grades learners' code against it.
+The graph is `toy_models/edge_patching.py`'s: an edge is (sender, receiver), senders
+"embed", "A{l}.{h}", "M{l}", receivers "A{l}.{h}.q" / ".k" / ".v", "M{l}", "logits".
+A metric is a callable from logits to a scalar tensor, higher meaning more of the
+behaviour. They use only the names the notebook imports: torch, F (torch.nn.functional),
+Float, Int, Tensor, from toy_models.edge_patching Edge, all_edges, receivers,
+senders_into and forward_by_edges, and from toy_models.metrics Metric and kl_from_full.
+"""
+
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from toy_models.edge_patching import Edge, all_edges, forward_by_edges, receivers, senders_into
+from toy_models.metrics import Metric, kl_from_full
+
+__all__ = ["edge_patching_scores", "edge_attribution_scores", "eap_ig_scores", "acdc", "roc_auc", "faithfulness"]
+
+
+
+# --------------------------------------------------------------------------- exact patching, one edge at a time
+
+@torch.no_grad()
+def edge_patching_scores(
+    model, clean_tokens: Int[Tensor, "batch pos"], corrupted_tokens: Int[Tensor, "batch pos"], metric: Metric,
+) -> dict[Edge, float]:
+    """For every edge of `all_edges(model.cfg)`: the metric on the clean tokens with that
+    one edge carrying its sender's output on the corrupted tokens (every other edge clean),
+    minus the clean metric. Negative: the edge carries the behaviour. One forward pass
+    per edge, after one clean and one corrupted run."""
+    _, corrupted = forward_by_edges(model, corrupted_tokens)
+    clean_metric = metric(forward_by_edges(model, clean_tokens)[0]).item()
+    scores = {}
+    for edge in all_edges(model.cfg):
+        logits, _ = forward_by_edges(model, clean_tokens, frozenset({edge}), corrupted)
+        scores[edge] = metric(logits).item() - clean_metric
+    return scores
+
+
+# --------------------------------------------------------------------------- attribution: the linear estimate
+
+def edge_attribution_scores(
+    model, clean_tokens: Int[Tensor, "batch pos"], corrupted_tokens: Int[Tensor, "batch pos"], metric: Metric,
+) -> dict[Edge, float]:
+    """Edge attribution patching (Syed, Rager & Conmy 2023): for edge (s, r),
+    (out_s(corrupted) - out_s(clean)) · d metric / d input_r, the gradient taken on the
+    clean run, the product summed over batch, positions and d_model. It is the first-order
+    estimate of `edge_patching_scores`, from two forward passes and one backward pass."""
+    with torch.no_grad():
+        _, corrupted = forward_by_edges(model, corrupted_tokens)
+    inputs = {}
+    logits, clean = forward_by_edges(model, clean_tokens, inputs=inputs)
+    grads = dict(zip(inputs, torch.autograd.grad(metric(logits), list(inputs.values())), strict=True))
+    return {(s, r): ((corrupted[s] - clean[s].detach()) * grads[r]).sum().item() for s, r in all_edges(model.cfg)}
+
+
+def eap_ig_scores(
+    model, clean_tokens: Int[Tensor, "batch pos"], corrupted_tokens: Int[Tensor, "batch pos"], metric: Metric,
+    steps: int = 5,
+) -> dict[Edge, float]:
+    """EAP with integrated gradients (Hanna, Pezzelle & Belinkov 2024): for edge (s, r),
+    (out_s(corrupted) - out_s(clean)) · the mean of d metric / d input_r over `steps` runs.
+    Run k (k = 1, ..., steps) is the clean run with the embeddings, the "embed" sender's
+    output, replaced by corrupted + (k / steps) * (clean - corrupted), read along every edge
+    out of "embed"; the rest of the network computes on from there. Run `steps` is the clean
+    run itself, so steps=1 is plain EAP; the fully corrupted point (k = 0) is left out."""
+    with torch.no_grad():
+        _, corrupted = forward_by_edges(model, corrupted_tokens)
+        _, clean = forward_by_edges(model, clean_tokens)
+    from_embed = frozenset(edge for edge in all_edges(model.cfg) if edge[0] == "embed")
+    grads = {receiver: 0.0 for receiver in receivers(model.cfg)}
+    for k in range(1, steps + 1):
+        embed = corrupted["embed"] + (k / steps) * (clean["embed"] - corrupted["embed"])
+        inputs = {}
+        logits, _ = forward_by_edges(model, clean_tokens, from_embed, {"embed": embed}, inputs=inputs)
+        for receiver, grad in zip(inputs, torch.autograd.grad(metric(logits), list(inputs.values())), strict=True):
+            grads[receiver] = grads[receiver] + grad / steps
+    return {(s, r): ((corrupted[s] - clean[s]) * grads[r]).sum().item() for s, r in all_edges(model.cfg)}
+
+
+# --------------------------------------------------------------------------- ACDC
+
+@torch.no_grad()
+def acdc(
+    model, clean_tokens: Int[Tensor, "batch pos"], corrupted_tokens: Int[Tensor, "batch pos"], threshold: float,
+    positions: tuple[int, ...] | None = None,
+) -> frozenset[Edge]:
+    """ACDC (Conmy et al. 2023), the edges it keeps. The circuit starts as the whole model.
+    Visit the receivers from "logits" backwards (the reverse of `receivers(cfg)`), and each
+    receiver's senders in reverse order; tentatively remove the edge (patch it to its
+    corrupted value, the edges removed so far staying removed). If the KL divergence of the
+    full model's next-token distribution (on the clean tokens, at `positions`, or at every
+    position if None) from the circuit's rises by less than `threshold` over its value
+    before this removal, the edge stays removed; otherwise it is restored."""
+    _, corrupted = forward_by_edges(model, corrupted_tokens)
+    full_logprobs = forward_by_edges(model, clean_tokens)[0].log_softmax(dim=-1)
+    removed: frozenset[Edge] = frozenset()
+    kl = 0.0
+    for receiver in reversed(receivers(model.cfg)):
+        for sender in reversed(senders_into(model.cfg, receiver)):
+            trial = removed | {(sender, receiver)}
+            trial_kl = kl_from_full(full_logprobs, forward_by_edges(model, clean_tokens, trial, corrupted)[0], positions)
+            if trial_kl - kl < threshold:
+                removed, kl = trial, trial_kl
+    return frozenset(all_edges(model.cfg)) - removed
+
+
+# --------------------------------------------------------------------------- scoring a method against the true circuit
+
+def roc_auc(scores: dict[Edge, float], circuit: frozenset[Edge]) -> float:
+    """The area under the ROC curve of ranking the scored edges by |score| (importance,
+    whatever its sign) as predictions of membership in `circuit`: the probability that an
+    edge of the circuit outranks one outside it, a tie counting one half (Mann-Whitney)."""
+    inside = torch.tensor([abs(score) for edge, score in scores.items() if edge in circuit])
+    outside = torch.tensor([abs(score) for edge, score in scores.items() if edge not in circuit])
+    wins = (inside[:, None] > outside[None, :]).float() + 0.5 * (inside[:, None] == outside[None, :]).float()
+    return wins.mean().item()
+
+
+def faithfulness(
+    model, clean_tokens: Int[Tensor, "batch pos"], corrupted_tokens: Int[Tensor, "batch pos"],
+    circuit: frozenset[Edge], metric: Metric,
+) -> float:
+    """How much of the behaviour the circuit alone recovers: (the metric with every edge
+    outside `circuit` patched to its corrupted value - the metric with every edge patched)
+    / (the clean metric - the metric with every edge patched). 1: all of it; 0: none."""
+    with torch.no_grad():
+        _, corrupted = forward_by_edges(model, corrupted_tokens)
+        everything = frozenset(all_edges(model.cfg))
+        clean = metric(forward_by_edges(model, clean_tokens)[0]).item()
+        ablated = metric(forward_by_edges(model, clean_tokens, everything, corrupted)[0]).item()
+        kept = metric(forward_by_edges(model, clean_tokens, everything - circuit, corrupted)[0]).item()
+    return (kept - ablated) / (clean - ablated)

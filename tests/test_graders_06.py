@@ -1,0 +1,168 @@
+"""Chapter 06's graders and notebook, end to end.
+
+The wrong implementations are the solution notebook's own cells (generated from
+`solutions/circuit_discovery.py`) with one realistic mistake edited in. The graded inputs
+(graders/chapter_06.py) are the handwritten induction-copier model (whose circuit is
+exact, so every edge outside it scores exactly 0), a random 2-layer transformer with MLPs
+and LayerNorm (every edge matters a little) and the handwritten fibonacci-mod model; the
+comment above each exercise's cases says which of them separates each mistake, the first
+variant graded that fails it and whose message must name it.
+"""
+
+from chapter_tests import *  # noqa: F403 - the tests every chapter passes, run on this module's cases
+
+from graders.chapter_06 import CHAPTER as CHAPTER  # the chapter the shared tests grade
+
+NOTEBOOK = "06_circuit_discovery.ipynb"
+
+
+PATCH_RUN = "logits, _ = forward_by_edges(model, clean_tokens, frozenset({edge}), corrupted)"
+CLEAN_METRIC = "clean_metric = metric(forward_by_edges(model, clean_tokens)[0]).item()"
+CORRUPTED_RUN = "_, corrupted = forward_by_edges(model, corrupted_tokens)"
+EAP_CLEAN_RUN = "logits, clean = forward_by_edges(model, clean_tokens, inputs=inputs)"
+EAP_GRADS = "grads = dict(zip(inputs, torch.autograd.grad(metric(logits), list(inputs.values())), strict=True))"
+EAP_PRODUCT = "((corrupted[s] - clean[s].detach()) * grads[r]).sum()"
+EAP_RETURN = f"return {{(s, r): {EAP_PRODUCT}.item() for s, r in all_edges(model.cfg)}}"
+IG_LOOP = "for k in range(1, steps + 1):"
+IG_EMBED = 'embed = corrupted["embed"] + (k / steps) * (clean["embed"] - corrupted["embed"])'
+IG_MEAN = "grads[receiver] = grads[receiver] + grad / steps"
+ACDC_TEST = "if trial_kl - kl < threshold:"
+ACDC_KL = ("trial_kl = kl_from_full(full_logprobs, forward_by_edges(model, clean_tokens, trial, corrupted)[0], "
+           "positions)")
+AUC_ABS = "abs(score)"
+AUC_TIES = " + 0.5 * (inside[:, None] == outside[None, :]).float()"
+AUC_BODY = """inside = torch.tensor([abs(score) for edge, score in scores.items() if edge in circuit])
+    outside = torch.tensor([abs(score) for edge, score in scores.items() if edge not in circuit])
+    wins = (inside[:, None] > outside[None, :]).float() + 0.5 * (inside[:, None] == outside[None, :]).float()
+    return wins.mean().item()"""
+AUC_SORTED = """order = sorted(scores, key=lambda edge: -abs(scores[edge]))
+    member = torch.tensor([edge in circuit for edge in order], dtype=torch.float64)
+    tpr = torch.cat([torch.zeros(1, dtype=torch.float64), member.cumsum(0) / member.sum()])
+    fpr = torch.cat([torch.zeros(1, dtype=torch.float64), (1 - member).cumsum(0) / (1 - member).sum()])
+    return torch.trapezoid(tpr, fpr).item()"""
+AUC_LOOP = """wins = pairs = 0
+    for a, score_a in scores.items():
+        for b, score_b in scores.items():
+            if a in circuit and b not in circuit:
+                pairs += 1
+                wins += 1.0 if abs(score_a) > abs(score_b) else 0.5 if abs(score_a) == abs(score_b) else 0.0
+    return wins / pairs"""
+FAITH = "return (kept - ablated) / (clean - ablated)"
+ABLATED = "ablated = metric(forward_by_edges(model, clean_tokens, everything, corrupted)[0]).item()"
+KEPT = "kept = metric(forward_by_edges(model, clean_tokens, everything - circuit, corrupted)[0]).item()"
+
+# (exercise, the learner's mistake as edits of the solution, words the verdict's message must contain)
+WRONG = [
+    # edge_patching_scores: each separated by the first input, induction-copier (then by the random model and
+    # fibonacci-mod too). Patching node: "embed" feeds receivers outside the circuit as well as its own
+    ("edge_patching_scores", [(PATCH_RUN, PATCH_RUN.replace(
+        "frozenset({edge})", "frozenset(e for e in all_edges(model.cfg) if e[0] == edge[0])"))], "you patched a node"),
+    # denoising: restoring one clean edge into the corrupted run is not corrupting it in the clean one
+    ("edge_patching_scores", [(CORRUPTED_RUN, "_, corrupted = forward_by_edges(model, clean_tokens)"),
+                              (CLEAN_METRIC, CLEAN_METRIC.replace("clean_tokens", "corrupted_tokens")),
+                              (PATCH_RUN, PATCH_RUN.replace("clean_tokens", "corrupted_tokens"))], "wrong direction"),
+    # the sign flipped: the circuit's edges score well below 0 there
+    ("edge_patching_scores", [("metric(logits).item() - clean_metric", "clean_metric - metric(logits).item()")],
+     "sign is flipped"),
+    # the corrupted run's metric subtracted: the clean and corrupted metrics differ by a lot there
+    ("edge_patching_scores", [(CLEAN_METRIC, CLEAN_METRIC.replace("clean_tokens", "corrupted_tokens"))],
+     "subtracted the corrupted run's metric"),
+    # edge_attribution_scores: each separated by the first input, induction-copier (and by the random model and
+    # fibonacci-mod). The gradient at the corrupted run, where the model's attention and answers differ
+    ("edge_attribution_scores", [(CORRUPTED_RUN, "_, clean = forward_by_edges(model, clean_tokens)"),
+                                 (EAP_CLEAN_RUN, "logits, corrupted = forward_by_edges(model, corrupted_tokens, "
+                                                 "inputs=inputs)")], "gradient at the corrupted run"),
+    # the gradient alone, not multiplied by the activation difference
+    ("edge_attribution_scores", [(EAP_PRODUCT, "grads[r].sum()")], "gradient alone"),
+    # the sign flipped: the circuit's edges have estimates far from 0
+    ("edge_attribution_scores", [(EAP_PRODUCT, "((clean[s].detach() - corrupted[s]) * grads[r]).sum()")],
+     "sign is flipped"),
+    # the exact scores called: the model saturates, so EAP's linear estimate is far from them
+    ("edge_attribution_scores", [(EAP_RETURN, "return edge_patching_scores(model, clean_tokens, corrupted_tokens, "
+                                              "metric)")], "exact patching scores"),
+    # eap_ig_scores (steps=3): each separated by the first input, induction-copier, whose gradients change along the
+    # path (and by the random model and fibonacci-mod). The wrong way: alpha 0, 1/3, 2/3, missing the clean run
+    ("eap_ig_scores", [(IG_EMBED, 'embed = clean["embed"] + (k / steps) * (corrupted["embed"] - clean["embed"])')],
+     "wrong way"),
+    # both ends: the k = 0 (fully corrupted) point has its own gradient
+    ("eap_ig_scores", [(IG_LOOP, "for k in range(steps + 1):"), (IG_MEAN, IG_MEAN.replace("/ steps", "/ (steps + 1)"))],
+     "both ends included"),
+    # no interpolation: every run is the clean one, so this is plain EAP
+    ("eap_ig_scores", [(IG_EMBED, 'embed = clean["embed"]')], "plain EAP"),
+    # summed: the circuit's scores are 3 times too large
+    ("eap_ig_scores", [(IG_MEAN, "grads[receiver] = grads[receiver] + grad")], "summed the gradients"),
+    # the sign flipped: the circuit's edges have scores far from 0
+    ("eap_ig_scores", [("((corrupted[s] - clean[s]) * grads[r])", "((clean[s] - corrupted[s]) * grads[r])")],
+     "sign is flipped"),
+    # acdc: inputs: induction-copier at threshold 0.1, then random models (seeds 1, 3) at thresholds 0.01, 0.003.
+    # The first three pass induction-copier (its edges matter a lot or not at all, so any order, restoring or not,
+    # finds its circuit): separated by the random model, seed 1, whose edges all matter a little. Forwards:
+    ("acdc", [("for receiver in reversed(receivers(model.cfg)):", "for receiver in receivers(model.cfg):"),
+              ("for sender in reversed(senders_into(model.cfg, receiver)):",
+               "for sender in senders_into(model.cfg, receiver):")], "visited the receivers forwards"),
+    # restoring: each edge is tried alone, so small effects that add up above the threshold are all removed
+    ("acdc", [("trial = removed | {(sender, receiver)}", "trial = frozenset({(sender, receiver)})"),
+              (ACDC_TEST, "if trial_kl < threshold:"), ("removed, kl = trial, trial_kl", "removed = removed | trial")],
+     "restoring the edges removed before it"),
+    # the KL itself: once the removed edges add up to the threshold, no more can be removed
+    ("acdc", [(ACDC_TEST, "if trial_kl < threshold:")], "compared the KL itself"),
+    # the removed edges returned: separated by the first input, induction-copier
+    ("acdc", [("return frozenset(all_edges(model.cfg)) - removed", "return removed")],
+     "kept exactly the edges the reference removes"),
+    # roc_auc: inputs: AUC_CASES, scored edges with negative scores in the circuit and ties across its boundary; each
+    # separated by the first, "five edges, one tie across the circuit's boundary". Signed: the circuit's -3.0 ranks last
+    ("roc_auc", [(AUC_ABS, "score")], "signed score"),
+    # ties as 0: the circuit's 1.0 ties an outside 1.0
+    ("roc_auc", [(AUC_TIES, "")], "ties were not counted one half"),
+    # ranks from a sort: it puts one of the tied edges first, so the curve steps through the tie
+    ("roc_auc", [(AUC_BODY, AUC_SORTED)], "ties were not counted one half"),
+    # trapezoid(fpr, tpr): the area to the left of the curve, 1 - AUC there
+    ("roc_auc", [(AUC_BODY, "fpr, tpr = roc_curve(scores, circuit)\n    return torch.trapezoid(fpr, tpr).item()")],
+     "swapped the false and true positive rates"),
+    # faithfulness: inputs: induction-copier with the true circuit less an edge plus two others, then random models
+    # with a random third of the edges; each separated by the first, induction-copier (and by the random models).
+    # By the clean metric, or not normalised, or the clean metric subtracted: the all-patched metric is far from 0
+    ("faithfulness", [(FAITH, "return kept / clean")], "divided by the clean metric"),
+    ("faithfulness", [(FAITH, "return kept - ablated")], "did not normalise"),
+    ("faithfulness", [(FAITH, "return (kept - clean) / (clean - ablated)")], "subtracted the clean metric"),
+    # the circuit's own edges patched: the circuit lacks an edge of the true one and has two idle ones
+    ("faithfulness", [(KEPT, KEPT.replace("everything - circuit", "circuit"))], "patched the circuit's own edges"),
+    # zero ablation as the baseline: zeroing every sender's output is not corrupting it
+    ("faithfulness", [(ABLATED, ABLATED.replace(
+        "corrupted)", "{sender: torch.zeros_like(out) for sender, out in corrupted.items()})"))], "zero-ablates"),
+]
+
+# Right answers written differently: the graders must accept them.
+ALSO_RIGHT = [
+    # the model's own forward pass for the clean metric, and the course's run_with_edges_patched for each edge
+    ("edge_patching_scores", [(CLEAN_METRIC, "clean_metric = metric(model(clean_tokens)).item()"),
+                              (PATCH_RUN, "logits = run_with_edges_patched(model, clean_tokens, corrupted_tokens, "
+                                          "[edge])")]),
+    # .retain_grad() and .backward() for the gradients, einsum for the product
+    ("edge_attribution_scores", [(EAP_GRADS, "for tensor in inputs.values():\n        tensor.retain_grad()\n"
+                                             "    metric(logits).backward()\n"
+                                             "    grads = {r: tensor.grad for r, tensor in inputs.items()}"),
+                                 (f"{EAP_PRODUCT}.item()",
+                                  'torch.einsum("bpd,bpd->", corrupted[s] - clean[s].detach(), grads[r]).item()')]),
+    # the alphas from torch.linspace, the interpolation by torch.lerp
+    ("eap_ig_scores", [(IG_LOOP, "for alpha in torch.linspace(0, 1, steps + 1)[1:]:"),
+                       (IG_EMBED, 'embed = torch.lerp(corrupted["embed"], clean["embed"], alpha)')]),
+    # KL written out as sum p (log p - log q), the positions selected first; a list of the kept edges
+    ("acdc", [("full_logprobs = forward_by_edges(model, clean_tokens)[0].log_softmax(dim=-1)",
+               "where = list(positions) if positions is not None else list(range(clean_tokens.shape[1]))\n"
+               "    p = F.softmax(forward_by_edges(model, clean_tokens)[0][:, where], dim=-1)"),
+              (ACDC_KL, "log_q = F.log_softmax(forward_by_edges(model, clean_tokens, trial, corrupted)[0][:, where], "
+                        "dim=-1)\n            trial_kl = (p * (p.log() - log_q)).sum(-1).mean().item()"),
+              ("return frozenset(all_edges(model.cfg)) - removed",
+               "return [edge for edge in all_edges(model.cfg) if edge not in removed]")]),
+    # a double loop over the pairs
+    ("roc_auc", [(AUC_BODY, AUC_LOOP)]),
+    # the trapezoid under the ROC curve (tied edges enter together), returned as a tensor
+    ("roc_auc", [(AUC_BODY, "fpr, tpr = roc_curve(scores, circuit)\n    return torch.trapezoid(tpr, fpr)")]),
+    # the clean and fully patched runs as the model's own runs on the clean and corrupted tokens, as tensors
+    ("faithfulness", [("clean = metric(forward_by_edges(model, clean_tokens)[0]).item()",
+                       "clean = metric(model(clean_tokens))"),
+                      (ABLATED, "ablated = metric(model(corrupted_tokens))"),
+                      (KEPT, "kept = metric(run_with_edges_patched(model, clean_tokens, corrupted_tokens, "
+                             "set(everything) - circuit))")]),
+]
