@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from chapter_cells import run_cells
 from prose_figures import Prose
 
 from solutions.three_buckets import bracket_depth, closing_paren_accuracy
@@ -36,6 +37,48 @@ def test_the_model_closes_about_half_of_the_parentheses(tokens):
 
 def test_most_bytes_are_outside_brackets(tokens):
     OUTSIDE.holds(round(6 * (bracket_depth(tokens) == 0).float().mean().item()))
+
+
+# --- the figures' captions, asserted on what the chapter's own cells compute ------------
+
+@pytest.fixture(scope="module")
+def chapter():
+    """The namespace of the chapter's code cells, run through the 'is a space' probe."""
+    return run_cells("01_three_buckets", through="space_labels = (tokens")
+
+
+def test_the_probe_plot_shows_what_its_text_says(chapter):
+    """"The embeddings know only the current byte, so a probe there barely beats the
+    majority baseline, on either model, and the untrained model's later layers add
+    nothing. After each trained layer, decodability rises above the baseline."
+    """
+    trained, untrained, majority = chapter["trained_accuracy"], chapter["random_accuracy"], chapter["majority"]
+    assert abs(trained[0] - majority) < 0.02 and abs(untrained[0] - majority) < 0.02, (trained, untrained, majority)
+    assert max(untrained[1:]) <= untrained[0] + 0.005, untrained
+    assert majority < trained[0] < trained[1] < trained[2], (trained, majority)
+
+
+def test_steering_along_the_probe_moves_the_behaviour_both_ways_and_a_random_direction_only_degrades_it(chapter):
+    """"When steered along (the plot above), [it] drives the behaviour from almost never to
+    almost always closing (a random direction steered as hard only degrades it)."
+    """
+    clean, alphas = chapter["clean_accuracy"], chapter["alphas"]
+    along, random = dict(zip(alphas, chapter["steered"])), dict(zip(alphas, chapter["steered_random"]))
+    assert along[min(alphas)] < 0.05 and along[max(alphas)] > 0.95, along
+    assert max(random.values()) < clean + 0.05 and max(random[min(alphas)], random[max(alphas)]) < clean - 0.2, random
+
+
+def test_the_perfect_probe_barely_matters_and_the_weak_one_matters_more(chapter):
+    """"A near-perfect probe whose direction barely matters to this behaviour; a probe that
+    beats its baseline by only a few points, whose direction matters more when ablated
+    [...] ablating the depth direction removes only part of the behaviour."
+    """
+    ablated = {name: chapter["accuracy_with"](chapter["site"], lambda r, d=chapter[f"{name}_direction"]:
+                                              chapter["ablate_direction"](r, d)) for name in ("space", "depth")}
+    clean = chapter["clean_accuracy"]
+    assert chapter["space_accuracy"] > 0.99 and abs(ablated["space"] - clean) < 0.05, (chapter["space_accuracy"], ablated)
+    assert 0 < chapter["trained_accuracy"][1] - chapter["majority"] < 0.06
+    assert clean - ablated["depth"] > 2 * abs(clean - ablated["space"]) and ablated["depth"] > 0.25 * clean, ablated
 
 
 def test_every_number_in_the_prose_is_computed_or_explained():
