@@ -227,15 +227,18 @@ ORACLES_LAYER_POS = {"resid_pre": patching.get_act_patch_resid_pre, "attn_out": 
 
 @CHAPTER.exercise(
     "patch_residual_by_position", points=3, reference=reference.patch_residual_by_position,
-    variants=({}, {"seed": 1, "corruption": "flip", "activation": "attn_out"},
-              {"seed": 2, "model": "random", "activation": "mlp_out"}),
+    # 16 prompts, more than the 15 positions, tell act[position] (the batch axis) from act[:, position];
+    # the other variants take 8, which keeps the check under a second (one forward pass per
+    # layer and position, for the learner and the reference).
+    variants=({}, {"seed": 1, "corruption": "flip", "activation": "attn_out", "n_prompts": 8},
+              {"seed": 2, "model": "random", "activation": "mlp_out", "n_prompts": 8}),
     hint="Cache the corrupted run; for each layer and position, run model.run_with_hooks(clean_tokens, fwd_hooks="
          "[(f'blocks.{layer}.hook_{activation}', hook)]) with a hook that sets act[:, position] to the corrupted "
          "activation at that position and returns act; store float(metric(logits)).",
 )
 def grade_patch_residual_by_position(patch_residual_by_position: Callable, *, seed: int = 0, model: str = "ioi-3l",
-                                     corruption: str = "abc", activation: str = "resid_pre") -> None:
-    net, clean, corrupted, metric = setup(model, seed, corruption)
+                                     corruption: str = "abc", activation: str = "resid_pre", n_prompts: int = 16) -> None:
+    net, clean, corrupted, metric = setup(model, seed, corruption, n_prompts)
     actual = patch_residual_by_position(net, clean.tokens.clone(), corrupted.tokens.clone(), metric, activation)
     what = f"patch_residual_by_position({activation!r}) on {model} with {corruption!r} corruption"
     mistakes = [
