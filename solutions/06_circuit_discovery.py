@@ -18,7 +18,8 @@
 # **How this notebook works.** Each exercise is a function to finish: replace the
 # `raise NotImplementedError(...)` with your code and run the cell; the `check(...)`
 # cell after it grades it. `mi-course check course/06_circuit_discovery.ipynb` grades
-# every exercise. The notebook runs in about a minute on a laptop CPU.
+# every exercise (skipping the analyses, which the graders do not need). The notebook
+# runs in about a minute on a laptop CPU.
 
 # %% [markdown] exercise_table=true
 
@@ -102,7 +103,7 @@ for name, circuit in circuits.items():
 # %% exercise="edge_patching_scores" difficulty=2 minutes=10
 from solutions.circuit_discovery import edge_patching_scores
 
-# %%
+# %% tags=["skip-when-grading"]
 finish_first(edge_patching_scores)
 metrics = {name: answer_logprob(data[name][0], circuit.target_positions) for name, circuit in circuits.items()}
 exact = {name: edge_patching_scores(circuit.model, *data[name], metrics[name]) for name, circuit in circuits.items()}
@@ -153,7 +154,7 @@ from solutions.circuit_discovery import edge_attribution_scores
 # %% exercise="eap_ig_scores" difficulty=3 minutes=15
 from solutions.circuit_discovery import eap_ig_scores
 
-# %%
+# %% tags=["skip-when-grading"]
 finish_first(edge_patching_scores, edge_attribution_scores, eap_ig_scores)
 
 
@@ -224,7 +225,7 @@ for name in circuits:
 # %% exercise="acdc" difficulty=4 minutes=25
 from solutions.circuit_discovery import acdc
 
-# %%
+# %% tags=["skip-when-grading"]
 finish_first(acdc)
 THRESHOLD = 0.1
 found = {}
@@ -262,7 +263,7 @@ from solutions.circuit_discovery import roc_auc
 # %% exercise="faithfulness" difficulty=2 minutes=10
 from solutions.circuit_discovery import faithfulness
 
-# %%
+# %% tags=["skip-when-grading"]
 finish_first(edge_patching_scores, edge_attribution_scores, eap_ig_scores, acdc, roc_auc, faithfulness)
 THRESHOLDS = [0.001, 0.01, 0.1, 1.0, 3.0]
 fig, axes = plt.subplots(1, len(circuits), figsize=(15, 4), layout="constrained")
@@ -308,7 +309,7 @@ plt.show()
 # repeat; for IOI, ABC prompts. The metric is the log-probability of the right answer:
 # each repeated token's successor, and IO at the end of each prompt.
 
-# %%
+# %% tags=["skip-when-grading"]
 from toy_models.data import make_ioi_prompts
 from toy_models.train import INDUCTION_SEQ_LEN, induction_batch
 
@@ -394,7 +395,7 @@ for name, (model, clean, corrupted, metric, by_hand, positions) in learned.items
 # ranking against the same circuit found by hand. Chapter 05 made the same point about
 # circuits across seeds: a number is a measurement under stated choices.
 
-# %%
+# %% tags=["skip-when-grading"]
 finish_first(roc_auc)
 
 

@@ -6,7 +6,7 @@ Jupyter server, a second notebook), torch's default of one thread per core makes
 thread wait for a core: with the machine busy, training `induction-2l` on two threads was
 measured about 3x slower than on one (`python bench/train_induction.py`: 928 s against
 288 s). An idle machine gains from the second thread (the live run of chapters 00 and 02:
-17.5 s against 29.6 s), but a learner's machine is rarely idle, and a wait of minutes
+3.9 s against 6.3 s), but a learner's machine is rarely idle, and a wait of minutes
 costs more than one of seconds. One thread also makes results independent of the
 machine's core count, so a rebuild reproduces the shipped weights.
 """

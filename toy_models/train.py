@@ -64,7 +64,7 @@ INDUCTION_2L = Recipe(
 
 # The live run of chapters 00 and 02, which a learner waits for: the same architecture and
 # kind of data, with a vocabulary of 128 instead of 512, batches of 48 instead of 64, twice the
-# learning rate and 250 steps instead of 600, about a third of the shipped recipe's time
+# learning rate and 250 steps instead of 600, about a quarter of the shipped recipe's time
 # (bench/train_induction.py prints both). The plateau is shorter, the phase change comes
 # around step 150 and the best layer-1 induction score ends a little lower than the
 # shipped model's, but the plateau, the sudden drop and the induction heads forming are
