@@ -28,14 +28,9 @@ from solutions.circuit_discovery import (
 )
 from toy_models.edge_patching import all_edges
 from toy_models.handwritten import handwritten_circuits
-from toy_models.metrics import answer_logprob, pessimistic_auc, roc_point
+from toy_models.metrics import answer_logprob, pessimistic_auc, relative_error, roc_points
 
 THRESHOLDS = [0.0, 1e-4, 1e-2, 0.1, 1.0, 10.0, 100.0]
-
-
-def relative_error(estimate: dict, exact: dict) -> float:
-    """How far an estimate is from exact patching: sum |estimate - exact| / sum |exact|."""
-    return sum(abs(estimate[e] - exact[e]) for e in exact) / sum(abs(v) for v in exact.values())
 
 
 def timed(run):
@@ -71,7 +66,7 @@ def main() -> None:
                   f"{relative_error(scores, exact):.3f}  {passes:16s} {ms:6.1f} ms")
         found, ms = timed(lambda: acdc(model, clean, corrupted, 0.1, positions))
         sweep = [acdc(model, clean, corrupted, threshold, positions) for threshold in THRESHOLDS]
-        fpr, tpr = torch.tensor([roc_point(kept, circuit.edges, edges) for kept in sweep]).T
+        fpr, tpr = roc_points(sweep, circuit.edges, edges)
         print(f"  {'ACDC (0.1)':14s} exact: {found == circuit.edges}  sweep AUC {pessimistic_auc(fpr, tpr):.3f}  "
               f"faithfulness {faithfulness(model, clean, corrupted, found, metric):.3f}  "
               f"{len(edges) + 2} fwd {ms:6.1f} ms")

@@ -60,6 +60,13 @@ def setup(model_name: str, seed: int):
     return circuit.model, clean, corrupted, circuit.target_positions, circuit.edges
 
 
+def scoring_setup(model_name: str, seed: int):
+    """What the edge-scoring graders share: (model, clean tokens, corrupted tokens, the metric
+    at the target positions, every edge in all_edges order)."""
+    net, clean, corrupted, positions, _ = setup(model_name, seed)
+    return net, clean, corrupted, answer_logprob(clean, positions), all_edges(net.cfg)
+
+
 def describe(model_name: str) -> str:
     if model_name == "random":
         return "a random 2-layer transformer with MLPs and LayerNorm"
@@ -190,9 +197,7 @@ def _acdc_variant(model, clean, corrupted, threshold, positions, *, forwards=Fal
                        "then, for each edge, forward_by_edges(model, clean_tokens, frozenset({edge}), corrupted "
                        "outputs), and the metric of those logits minus the clean metric.")
 def grade_edge_patching_scores(edge_patching_scores, *, seed=0, model="induction-copier"):
-    net, clean, corrupted, positions, _ = setup(model, seed)
-    metric = answer_logprob(clean, positions)
-    edges = all_edges(net.cfg)
+    net, clean, corrupted, metric, edges = scoring_setup(model, seed)
     what = f"edge_patching_scores on {describe(model)}"
     actual = edge_scores(edge_patching_scores(net, clean.clone(), corrupted.clone(), metric), edges, what=what)
     mistakes = cache(lambda: {k: as_scores(v, edges) for k, v in _patching_mistakes(net, clean, corrupted, metric).items()})
@@ -224,9 +229,7 @@ def grade_edge_patching_scores(edge_patching_scores, *, seed=0, model="induction
                        "torch.autograd.grad of the clean metric with respect to those inputs. Edge (s, r) scores "
                        "((corrupted[s] - clean[s]) * grad[r]).sum().")
 def grade_edge_attribution_scores(edge_attribution_scores, *, seed=0, model="induction-copier"):
-    net, clean, corrupted, positions, _ = setup(model, seed)
-    metric = answer_logprob(clean, positions)
-    edges = all_edges(net.cfg)
+    net, clean, corrupted, metric, edges = scoring_setup(model, seed)
     what = f"edge_attribution_scores on {describe(model)}"
     actual = edge_scores(edge_attribution_scores(net, clean.clone(), corrupted.clone(), metric), edges, what=what)
     mistakes = cache(lambda: {k: as_scores(v, edges) for k, v in _attribution_mistakes(net, clean, corrupted,
@@ -264,9 +267,7 @@ IG_STEPS = 3
                        "+ (k / steps) * (clean - corrupted) embeddings; average the gradients of the metric with "
                        "respect to the receivers' inputs; then score as EAP does.")
 def grade_eap_ig_scores(eap_ig_scores, *, seed=0, model="induction-copier"):
-    net, clean, corrupted, positions, _ = setup(model, seed)
-    metric = answer_logprob(clean, positions)
-    edges = all_edges(net.cfg)
+    net, clean, corrupted, metric, edges = scoring_setup(model, seed)
     what = f"eap_ig_scores(..., steps={IG_STEPS}) on {describe(model)}"
     actual = edge_scores(eap_ig_scores(net, clean.clone(), corrupted.clone(), metric, steps=IG_STEPS), edges,
                          what=what)

@@ -37,7 +37,15 @@ from toy_models import load_pretrained
 from toy_models.edge_patching import Edge, all_edges, forward_by_edges, receivers, run_with_edges_patched, senders_into
 from toy_models.exercises import finish_first
 from toy_models.handwritten import handwritten_circuits
-from toy_models.metrics import Metric, answer_logprob, kl_from_full, pessimistic_auc, roc_curve, roc_point
+from toy_models.metrics import (
+    Metric,
+    answer_logprob,
+    kl_from_full,
+    pessimistic_auc,
+    relative_error,
+    roc_curve,
+    roc_points,
+)
 
 check = make_check("06_circuit_discovery")
 torch.set_num_threads(1)  # small models run faster on one thread (see toy_models.threads)
@@ -158,11 +166,6 @@ from solutions.circuit_discovery import eap_ig_scores
 finish_first(edge_patching_scores, edge_attribution_scores, eap_ig_scores)
 
 
-def relative_error(estimate, truth):
-    """How far an estimate's scores are from the exact ones, over all edges: sum |e - t| / sum |t|."""
-    return sum(abs(estimate[edge] - truth[edge]) for edge in truth) / sum(abs(value) for value in truth.values())
-
-
 methods = {"exact patching": edge_patching_scores, "EAP": edge_attribution_scores, "EAP-IG": eap_ig_scores}
 scores, seconds = {}, {}
 for name, circuit in circuits.items():
@@ -251,7 +254,7 @@ for name, circuit in circuits.items():
 # random-resample ablation and KL, edge AUCs of about 0.87 for IOI on GPT-2 small, 0.88
 # for greater-than and 0.43 for docstring); faithfulness says whether a circuit does the
 # job on its own. ACDC returns a set, so its ROC curve is one point per threshold
-# (`roc_point` of its set at each threshold), scored as the ACDC paper does (`pessimistic_auc`: no credit between
+# (`roc_points` of its sets), scored as the ACDC paper does (`pessimistic_auc`: no credit between
 # two thresholds).
 #
 # **Hints.** Compare every edge of the circuit with every edge outside it. Rank by the
@@ -272,7 +275,7 @@ for ax, (name, circuit) in zip(axes, circuits.items()):
         fpr, tpr = roc_curve(scores[name, method], circuit.edges)
         ax.plot(fpr, tpr, label=f"{method}: AUC {roc_auc(scores[name, method], circuit.edges):.2f}")
     sweep = [acdc(circuit.model, *data[name], threshold, circuit.target_positions) for threshold in THRESHOLDS]
-    fpr, tpr = torch.tensor([roc_point(edges, circuit.edges, all_edges(circuit.model.cfg)) for edges in sweep]).T
+    fpr, tpr = roc_points(sweep, circuit.edges, all_edges(circuit.model.cfg))
     ax.scatter(fpr, tpr, color="black", zorder=3, label=f"ACDC sweep: AUC {pessimistic_auc(fpr, tpr):.2f}")
     ax.set(title=name, xlabel="false positive rate", ylabel="true positive rate", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
     ax.legend(fontsize=8, loc="lower right")
@@ -369,7 +372,7 @@ for name, (model, clean, corrupted, metric, by_hand, positions) in learned.items
         print(f"  {method:15s} AUC {roc_auc(learned_scores[name, method], by_hand):.2f} "
               f"({time.perf_counter() - start:.1f} s)")
     sweep = [acdc(model, clean, corrupted, threshold, positions) for threshold in THRESHOLDS]
-    fpr, tpr = torch.tensor([roc_point(edges, by_hand, all_edges(model.cfg)) for edges in sweep]).T
+    fpr, tpr = roc_points(sweep, by_hand, all_edges(model.cfg))
     print(f"  {'ACDC sweep':15s} AUC {pessimistic_auc(fpr, tpr):.2f}; at threshold {THRESHOLD}: "
           f"{len(sweep[THRESHOLDS.index(THRESHOLD)])} edges")
     print(f"  faithfulness: of the circuit found by hand {faithfulness(model, clean, corrupted, by_hand, metric):.2f}, "

@@ -19,7 +19,7 @@ from solutions.circuit_discovery import (
 )
 from toy_models.edge_patching import all_edges, forward_by_edges
 from toy_models.handwritten import handwritten_circuits
-from toy_models.metrics import answer_logprob, pessimistic_auc, roc_curve, roc_point
+from toy_models.metrics import answer_logprob, pessimistic_auc, relative_error, roc_curve, roc_points
 
 CIRCUITS = {circuit.name: circuit for circuit in handwritten_circuits()}
 BATCH = 32
@@ -30,11 +30,6 @@ def inputs(circuit, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     clean, corrupted = circuit.sample(generator, BATCH), circuit.sample(generator, BATCH)
     return clean, corrupted, answer_logprob(clean, circuit.target_positions)
-
-
-def relative_error(estimate: dict, exact: dict) -> float:
-    """How far an estimate is from exact patching: sum |estimate - exact| / sum |exact|."""
-    return sum(abs(estimate[e] - exact[e]) for e in exact) / sum(abs(v) for v in exact.values())
 
 
 def test_receivers_inputs_are_recorded_in_the_graph():
@@ -57,7 +52,7 @@ def test_every_method_recovers_the_circuit(name):
     assert roc_auc(exact, circuit.edges) >= 0.95
     assert roc_auc(eap_ig_scores(model, clean, corrupted, metric), circuit.edges) >= 0.95
     sweep = [acdc(model, clean, corrupted, threshold, circuit.target_positions) for threshold in THRESHOLDS]
-    fpr, tpr = torch.tensor([roc_point(found, circuit.edges, all_edges(model.cfg)) for found in sweep]).T
+    fpr, tpr = roc_points(sweep, circuit.edges, all_edges(model.cfg))
     assert pessimistic_auc(fpr, tpr) >= 0.95
     found = acdc(model, clean, corrupted, 0.1, circuit.target_positions)
     assert found == circuit.edges
@@ -112,10 +107,9 @@ def test_faithfulness_of_nothing_and_of_everything():
     assert faithfulness(model, clean, corrupted, half, metric) < 0.5
 
 
-def test_roc_point_of_a_found_set():
+def test_roc_points_of_found_sets():
     edges = [("a", "x"), ("b", "x"), ("c", "x"), ("d", "x"), ("e", "x")]
     circuit = frozenset(edges[:2])
-    # one of the two circuit edges found, and one of the three others
-    assert roc_point(frozenset({edges[0], edges[2]}), circuit, edges) == (1 / 3, 1 / 2)
-    assert roc_point(frozenset(), circuit, edges) == (0, 0)
-    assert roc_point(frozenset(edges), circuit, edges) == (1, 1)
+    # one of the two circuit edges found and one of the three others; nothing; everything
+    fpr, tpr = roc_points([frozenset({edges[0], edges[2]}), frozenset(), frozenset(edges)], circuit, edges)
+    assert fpr.tolist() == pytest.approx([1 / 3, 0, 1]) and tpr.tolist() == pytest.approx([1 / 2, 0, 1])

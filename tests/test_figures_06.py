@@ -4,13 +4,12 @@ Everything measured on the learned models the notebook prints itself; the prose 
 no figure of them but the published ones."""
 
 import pytest
-import torch
 from chapter_cells import run_cells
 from prose_figures import Prose
 
 from solutions.circuit_discovery import acdc, faithfulness, roc_auc
 from toy_models.edge_patching import all_edges, run_with_edges_patched
-from toy_models.metrics import pessimistic_auc, roc_point
+from toy_models.metrics import pessimistic_auc, relative_error, roc_points
 
 PROSE = Prose("06_circuit_discovery")
 NOT_MEASURED = {
@@ -28,7 +27,7 @@ def chapter():
 
 
 def test_each_circuit_is_sufficient_and_every_edge_of_it_necessary(chapter):
-    """"The circuit alone keeps the behaviour, and cutting any one of its edges breaks it.""
+    """"The circuit alone keeps the behaviour, and cutting any one of its edges breaks it."
     """
     for name, circuit in chapter["circuits"].items():
         clean, corrupted = chapter["data"][name]
@@ -41,7 +40,7 @@ def test_each_circuit_is_sufficient_and_every_edge_of_it_necessary(chapter):
 
 def test_exact_patching_separates_every_circuit(chapter):
     """"Patching any edge of a circuit costs the model most of its log-probability of the
-    answer, and patching any other edge costs nothing.""
+    answer, and patching any other edge costs nothing."
     """
     for name, circuit in chapter["circuits"].items():
         exact = chapter["exact"][name]
@@ -53,33 +52,32 @@ def test_eap_misjudges_the_effects_and_eap_ig_comes_closer_yet_both_rank_perfect
     """"EAP is far from the truth on these models [...] EAP-IG [...] comes closer on every
     model, though far from all the way where attention is hardest (the induction copier).
     Yet both would rank the edges perfectly here [...] EAP ranks them perfectly while
-    misjudging every effect by an order of magnitude.""
+    misjudging every effect by an order of magnitude."
     """
-    error, scores = chapter["relative_error"], chapter["scores"]
+    scores = chapter["scores"]
     for name, circuit in chapter["circuits"].items():
         exact = scores[name, "exact patching"]
-        eap, ig = error(scores[name, "EAP"], exact), error(scores[name, "EAP-IG"], exact)
+        eap, ig = relative_error(scores[name, "EAP"], exact), relative_error(scores[name, "EAP-IG"], exact)
         assert eap > 0.9 and ig < 0.8 * eap, (name, eap, ig)
         assert all(abs(scores[name, "EAP"][edge]) < 0.1 * abs(exact[edge]) for edge in circuit.edges), name
         for method in chapter["methods"]:
             assert roc_auc(scores[name, method], circuit.edges) == 1, (name, method)
-    copier = error(scores["induction-copier", "EAP-IG"], scores["induction-copier", "exact patching"])
-    assert copier == max(error(scores[name, "EAP-IG"], scores[name, "exact patching"]) for name in chapter["circuits"])
+    copier = relative_error(scores["induction-copier", "EAP-IG"], scores["induction-copier", "exact patching"])
+    assert copier == max(relative_error(scores[name, "EAP-IG"], scores[name, "exact patching"]) for name in chapter["circuits"])
     assert copier > 0.5
 
 
 def test_acdc_finds_each_known_circuit_and_it_keeps_all_the_behaviour(chapter):
     """"Every method scores a perfect AUC, and ACDC's circuit is the known one, keeping all
-    of the behaviour.""
+    of the behaviour."
     """
     for name, circuit in chapter["circuits"].items():
         clean, corrupted = chapter["data"][name]
         assert chapter["found"][name] == circuit.edges, name
         sweep = [acdc(circuit.model, clean, corrupted, threshold, circuit.target_positions)
-                 for threshold in [0.001, 0.01, 0.1, 1.0, 3.0]]
-        points = [roc_point(edges, circuit.edges, all_edges(circuit.model.cfg)) for edges in sweep]
-        fpr, tpr = (list(values) for values in zip(*points, strict=True))
-        assert pessimistic_auc(torch.tensor(fpr), torch.tensor(tpr)) == 1, (name, points)
+                 for threshold in chapter["THRESHOLDS"]]
+        fpr, tpr = roc_points(sweep, circuit.edges, all_edges(circuit.model.cfg))
+        assert pessimistic_auc(fpr, tpr) == 1, (name, fpr, tpr)
         assert faithfulness(circuit.model, clean, corrupted, circuit.edges, chapter["metrics"][name]) > 0.99
 
 

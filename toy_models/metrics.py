@@ -108,11 +108,21 @@ def roc_curve(scores: dict[Edge, float], circuit: frozenset[Edge]) -> tuple[Floa
     return torch.tensor(fpr), torch.tensor(tpr)
 
 
-def roc_point(found: frozenset[Edge], circuit: frozenset[Edge], edges: list[Edge]) -> tuple[float, float]:
-    """One point of an ROC plot for a method that returns a set of edges (ACDC at one
-    threshold): (false positive rate, true positive rate) of `found` among `edges`."""
+def roc_points(
+    found: list[frozenset[Edge]], circuit: frozenset[Edge], edges: list[Edge],
+) -> tuple[Float[Tensor, " n"], Float[Tensor, " n"]]:
+    """The ROC points of a method that returns a set of edges, one set per threshold (ACDC's
+    sweep): (false positive rates, true positive rates) of each set among `edges`."""
     negatives = len(edges) - len(circuit)
-    return len(found - circuit) / negatives, len(found & circuit) / len(circuit)
+    fpr = torch.tensor([len(kept - circuit) / negatives for kept in found])
+    tpr = torch.tensor([len(kept & circuit) / len(circuit) for kept in found])
+    return fpr, tpr
+
+
+def relative_error(estimate: dict[Edge, float], exact: dict[Edge, float]) -> float:
+    """How far an estimate of each edge's effect is from exact edge patching, over all edges:
+    sum |estimate - exact| / sum |exact|."""
+    return sum(abs(estimate[edge] - exact[edge]) for edge in exact) / sum(abs(value) for value in exact.values())
 
 
 def pessimistic_auc(fpr: Float[Tensor, " n"], tpr: Float[Tensor, " n"]) -> float:
