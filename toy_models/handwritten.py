@@ -94,10 +94,6 @@ def blank_transformer(cfg: TransformerConfig) -> Transformer:
     return model
 
 
-def identity(n: int) -> Float[Tensor, "n n"]:
-    return torch.eye(n)
-
-
 def query_scale(attn: Attention) -> float:
     """The query weight that gives a match an attention score of HARD, undoing
     Attention's division by sqrt(d_head)."""
@@ -106,24 +102,24 @@ def query_scale(attn: Attention) -> float:
 
 def write_one_hot_embeddings(model: Transformer, space: Subspaces) -> None:
     """Token t writes coordinate t of "token"; position i (to queries and keys only) coordinate i of "position"."""
-    model.embed.W_E[:, space["token"]] = identity(model.cfg.d_vocab)
-    model.pos_embed.W_pos[:, space["position"]] = identity(model.cfg.n_ctx)
+    model.embed.W_E[:, space["token"]] = torch.eye(model.cfg.d_vocab)
+    model.pos_embed.W_pos[:, space["position"]] = torch.eye(model.cfg.n_ctx)
 
 
 def write_previous_token_qk(attn: Attention, head: int, space: Subspaces) -> None:
     """QK of a previous-token head: query position i matches key position i - 1 only.
     (Position 0 has no previous position; its one key is itself.)"""
     n_ctx = space["position"].stop - space["position"].start
-    attn.W_Q[head, space["position"], :n_ctx] = query_scale(attn) * identity(n_ctx)
-    attn.W_K[head, space["position"], 1:n_ctx] = identity(n_ctx)[:, : n_ctx - 1]
+    attn.W_Q[head, space["position"], :n_ctx] = query_scale(attn) * torch.eye(n_ctx)
+    attn.W_K[head, space["position"], 1:n_ctx] = torch.eye(n_ctx)[:, : n_ctx - 1]
 
 
 def write_copying_ov(attn: Attention, head: int, reads: slice, writes: slice) -> None:
     """OV that copies a one-hot value: coordinate t of `reads` at the attended position
     becomes coordinate t of `writes` at the query's."""
     n = reads.stop - reads.start
-    attn.W_V[head, reads, :n] = identity(n)
-    attn.W_O[head, :n, writes] = identity(n)
+    attn.W_V[head, reads, :n] = torch.eye(n)
+    attn.W_O[head, :n, writes] = torch.eye(n)
 
 
 # ---------------------------------------------------------------------------
@@ -164,12 +160,12 @@ def induction_copier(block_len: int = 12, d_vocab: int = 16) -> HandwrittenCircu
 
         induction = model.blocks[1].attn
         # QK: the current token t matches the keys whose previous token was t.
-        induction.W_Q[0, space["token"], :d_vocab] = query_scale(induction) * identity(d_vocab)
-        induction.W_K[0, space["previous_token"], :d_vocab] = identity(d_vocab)
+        induction.W_Q[0, space["token"], :d_vocab] = query_scale(induction) * torch.eye(d_vocab)
+        induction.W_K[0, space["previous_token"], :d_vocab] = torch.eye(d_vocab)
         # OV: copy the attended token to the output subspace, which alone the unembedding reads.
         write_copying_ov(induction, 0, reads=space["token"], writes=space["output"])
 
-        model.unembed.W_U[space["output"], :] = LOGIT_SCALE * identity(d_vocab)
+        model.unembed.W_U[space["output"], :] = LOGIT_SCALE * torch.eye(d_vocab)
 
     def sample(generator: torch.Generator, batch: int) -> Int[Tensor, "batch pos"]:
         # Distinct tokens: the first block_len of a random permutation of the non-BOS tokens.
@@ -244,7 +240,7 @@ def fibonacci_mod(p: int = 7, n_ctx: int = 16) -> HandwrittenCircuit:
                 mlp.b_in[neuron] = -1.5
                 mlp.W_out[neuron, space["output"].start + (a + b) % p] = 2.0
 
-        model.unembed.W_U[space["output"], :p] = LOGIT_SCALE * identity(p)
+        model.unembed.W_U[space["output"], :p] = LOGIT_SCALE * torch.eye(p)
 
     def sample(generator: torch.Generator, batch: int) -> Int[Tensor, "batch pos"]:
         tokens = torch.full((batch, n_ctx), bos, dtype=torch.long)
@@ -300,7 +296,7 @@ def period_three(d_vocab: int = 9, n_ctx: int = 19) -> HandwrittenCircuit:
         write_copying_ov(first, 0, reads=space["token"], writes=space["previous_token"])
         write_previous_token_qk(second, 0, space)
         write_copying_ov(second, 0, reads=space["previous_token"], writes=space["output"])
-        model.unembed.W_U[space["output"], :] = LOGIT_SCALE * identity(d_vocab)
+        model.unembed.W_U[space["output"], :] = LOGIT_SCALE * torch.eye(d_vocab)
 
     def sample(generator: torch.Generator, batch: int) -> Int[Tensor, "batch pos"]:
         period = torch.randint(1, d_vocab, (batch, 3), generator=generator)  # never BOS
