@@ -125,7 +125,11 @@ class Exercise:
         graded seeds does not pass the check."""
         if "seed" not in self.settings:
             return self.variants
-        return (*self.variants, {**self.variants[-1], "seed": _FRESH_SEEDS.randrange(*FRESH_SEEDS)})
+        return (*self.variants, self.drawn_variant(_FRESH_SEEDS.randrange(*FRESH_SEEDS)))
+
+    def drawn_variant(self, seed: int) -> Mapping[str, Any]:
+        """The variant `check(obj)` adds for a drawn `seed`: the last graded one, with that seed."""
+        return {**self.variants[-1], "seed": seed}
 
     def describe(self, variant: Mapping[str, Any]) -> str:
         """The variant in words, each setting spelled out: "seed 1 and config odd_shapes

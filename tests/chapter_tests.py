@@ -85,7 +85,7 @@ DRAWN_SEEDS = (FRESH_SEEDS[0], 4_321, FRESH_SEEDS[1] - 1)
 def drawn_variants(exercise) -> list[dict]:
     if "seed" not in exercise.settings:
         pytest.skip(f"{exercise.name} takes no seed: check(obj) runs exactly the graded variants")
-    return [{**exercise.variants[-1], "seed": seed} for seed in DRAWN_SEEDS]
+    return [exercise.drawn_variant(seed) for seed in DRAWN_SEEDS]
 
 
 def test_grader_passes_the_reference_whatever_seed_check_draws(request, exercise_name):
