@@ -337,12 +337,16 @@ def grade_class(submissions: Iterable[StudentFile], chapter: str, out: Path, *, 
         with Zygote() as zygote, ProcessPoolExecutor(
             max_workers=min(workers or os.cpu_count() or 1, len(to_grade)), mp_context=get_context("fork"),
         ) as pool, tqdm(total=len(submissions), initial=len(grades), desc=f"grading {chapter}", unit="student",
-                        postfix=_troubles(grades.values()), disable=not progress) as bar:
+                        disable=not progress) as bar:
+            troubles = _troubles(grades.values())
+            bar.set_postfix(troubles)
             futures = {pool.submit(_grade_and_save, s, chapter, limits, containment, zygote.address, hidden,
                                    results_dir, keys[s.student]): s for s in to_grade}
             for future in as_completed(futures):  # the bar moves as each student is done, in any order
-                grades[futures[future].student] = future.result()
-                bar.set_postfix(_troubles(grades.values()), refresh=False)  # shown with the update
+                grade = grades[futures[future].student] = future.result()
+                # Counted as each student is done, not recounted over the class: a MOOC has thousands.
+                troubles = {kind: count + troubles[kind] for kind, count in _troubles([grade]).items()}
+                bar.set_postfix(troubles, refresh=False)  # shown with the update
                 bar.update()
     ordered = [grades[s.student] for s in submissions]
     for grade in ordered:
