@@ -1,12 +1,13 @@
 """Chapter 06's circuit-discovery methods on the handwritten models: how well, at what cost.
 
 For each handwritten model (`toy_models.handwritten`, whose circuits are known by
-construction) and each method of `solutions/circuit_discovery.py` (the references), on
+construction), exact and with distractors (`with_distractors`: every other edge carries
+a little), and each method of `solutions/circuit_discovery.py` (the references), on
 one seeded batch of clean and corrupted inputs: the ROC AUC of its edge scores against the
 true circuit, their error relative to exact edge patching (sum |estimate - exact| / sum
 |exact|), the forward and backward passes it costs and the milliseconds one run took on
 one thread; and for ACDC at threshold 0.1, whether it finds the circuit exactly, the
-pessimistic AUC of its threshold sweep and the faithfulness of the circuit it keeps.
+pessimistic AUC of its threshold sweep (scored by KL, and by the task metric) and the faithfulness of the circuit it keeps.
 The times are single runs, for comparing methods; run it on an otherwise idle machine:
 
     python bench/circuit_discovery.py
@@ -27,7 +28,7 @@ from solutions.circuit_discovery import (
     roc_auc,
 )
 from toy_models.edge_patching import all_edges
-from toy_models.handwritten import handwritten_circuits
+from toy_models.handwritten import handwritten_circuits, with_distractors
 from toy_models.metrics import answer_logprob, pessimistic_auc, relative_error, roc_points
 
 THRESHOLDS = [0.0, 1e-4, 1e-2, 0.1, 1.0, 10.0, 100.0]
@@ -46,7 +47,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    for circuit in handwritten_circuits():
+    exact_models = handwritten_circuits()
+    for circuit in [*exact_models, *map(with_distractors, exact_models)]:
         model, positions = circuit.model, circuit.target_positions
         generator = torch.Generator().manual_seed(args.seed)
         clean, corrupted = circuit.sample(generator, args.batch), circuit.sample(generator, args.batch)
@@ -65,11 +67,13 @@ def main() -> None:
             print(f"  {method:14s} AUC {roc_auc(scores, circuit.edges):.3f}  rel. error vs exact "
                   f"{relative_error(scores, exact):.3f}  {passes:16s} {ms:6.1f} ms")
         found, ms = timed(lambda: acdc(model, clean, corrupted, 0.1, positions))
-        sweep = [acdc(model, clean, corrupted, threshold, positions) for threshold in THRESHOLDS]
-        fpr, tpr = roc_points(sweep, circuit.edges, edges)
-        print(f"  {'ACDC (0.1)':14s} exact: {found == circuit.edges}  sweep AUC {pessimistic_auc(fpr, tpr):.3f}  "
-              f"faithfulness {faithfulness(model, clean, corrupted, found, metric):.3f}  "
-              f"{len(edges) + 2} fwd {ms:6.1f} ms")
+        sweep_auc = {}
+        for kind, score_by in (("KL", None), ("metric", metric)):
+            sweep = [acdc(model, clean, corrupted, threshold, positions, metric=score_by) for threshold in THRESHOLDS]
+            sweep_auc[kind] = pessimistic_auc(*roc_points(sweep, circuit.edges, edges))
+        print(f"  {'ACDC (0.1)':14s} exact: {found == circuit.edges}  sweep AUC KL {sweep_auc['KL']:.3f}, "
+              f"metric {sweep_auc['metric']:.3f}  faithfulness {faithfulness(model, clean, corrupted, found, metric):.3f}"
+              f"  {len(edges) + 2} fwd {ms:6.1f} ms")
 
 
 if __name__ == "__main__":

@@ -170,39 +170,68 @@ def _ig(model, clean, corrupted, metric, alphas: list[float]) -> dict[Edge, floa
     return {(s, r): ((corrupted_out[s] - clean_out[s]) * total[r]).sum().item() for s, r in all_edges(model.cfg)}
 
 
-def _acdc_variant(model, clean, corrupted, threshold, positions, *, forwards=False, alone=False,
-                  against_full=False) -> frozenset[Edge]:
+def _acdc_variant(model, clean, corrupted, threshold, positions, metric=None, *, forwards=False, alone=False,
+                  against_full=False, absolute=False) -> frozenset[Edge]:
     """ACDC with one of the common mistakes."""
     corrupted_out = _outputs(model, corrupted)
     with torch.no_grad():
-        full = forward_by_edges(model, clean)[0].log_softmax(dim=-1)
+        full_logits = forward_by_edges(model, clean)[0]
+
+    def score(logits: Tensor) -> float:
+        return -kl_from_full(full_logits.log_softmax(dim=-1), logits, positions) if metric is None else \
+            metric(logits).item()
+
     order = receivers(model.cfg) if forwards else list(reversed(receivers(model.cfg)))
-    removed, kl = frozenset(), 0.0
+    removed, full = frozenset(), score(full_logits)
+    current = full
     for receiver in order:
         senders = senders_into(model.cfg, receiver)
         for sender in senders if forwards else reversed(senders):
             trial = frozenset({(sender, receiver)}) if alone else removed | {(sender, receiver)}
             with torch.no_grad():
-                logits = forward_by_edges(model, clean, trial, corrupted_out)[0]
-            trial_kl = kl_from_full(full, logits, positions)
-            if (trial_kl if against_full else trial_kl - (0.0 if alone else kl)) < threshold:
-                removed, kl = removed | {(sender, receiver)}, trial_kl
+                trial_score = score(forward_by_edges(model, clean, trial, corrupted_out)[0])
+            fall = (full if against_full or alone else current) - trial_score
+            if (abs(fall) if absolute else fall) < threshold:
+                removed, current = removed | {(sender, receiver)}, trial_score
     return frozenset(all_edges(model.cfg)) - removed
 
 
 # --------------------------------------------------------------------------- exact edge patching
 
-@CHAPTER.exercise("edge_patching_scores", points=2, reference=reference.edge_patching_scores, variants=VARIANTS,
-                  hint="Cache the senders' outputs on the corrupted run (forward_by_edges(model, corrupted_tokens)); "
-                       "then, for each edge, forward_by_edges(model, clean_tokens, frozenset({edge}), corrupted "
-                       "outputs), and the metric of those logits minus the clean metric.")
-def grade_edge_patching_scores(edge_patching_scores, *, seed=0, model="induction-copier"):
+#: The scoring variants, and one patching to the corrupted batch's means.
+PATCH_VARIANTS = (*VARIANTS, {"model": "random", "seed": 3, "ablation": "mean"})
+
+
+def _mean_mistakes(model, clean, corrupted, metric) -> dict[str, dict[Edge, float]]:
+    """Mean ablation with the mean taken over positions as well, or over the clean batch."""
+    edges = all_edges(model.cfg)
+    clean_metric = _metric_of(model, clean, metric)
+
+    def patched_to(replacements: dict[str, Tensor]) -> dict[Edge, float]:
+        return {e: _metric_of(model, clean, metric, {e}, replacements) - clean_metric for e in edges}
+
+    return {
+        "over_positions": patched_to({s: out.mean(dim=(0, 1), keepdim=True)
+                                      for s, out in _outputs(model, corrupted).items()}),
+        "clean_mean": patched_to({s: out.mean(dim=0, keepdim=True) for s, out in _outputs(model, clean).items()}),
+    }
+
+
+@CHAPTER.exercise("edge_patching_scores", points=2, reference=reference.edge_patching_scores,
+                  variants=PATCH_VARIANTS,
+                  hint="Cache the senders' outputs on the corrupted run (forward_by_edges(model, corrupted_tokens)), "
+                       "averaged over the batch (dim 0, keepdim) for ablation='mean'; then, for each edge, "
+                       "forward_by_edges(model, clean_tokens, frozenset({edge}), those outputs), and the metric of "
+                       "those logits minus the clean metric.")
+def grade_edge_patching_scores(edge_patching_scores, *, seed=0, model="induction-copier", ablation="corrupted"):
     net, clean, corrupted, metric, edges = scoring_setup(model, seed)
-    what = f"edge_patching_scores on {describe(model)}"
-    actual = edge_scores(edge_patching_scores(net, clean.clone(), corrupted.clone(), metric), edges, what=what)
+    what = f"edge_patching_scores(..., ablation={ablation!r}) on {describe(model)}"
+    actual = edge_scores(edge_patching_scores(net, clean.clone(), corrupted.clone(), metric, ablation=ablation),
+                         edges, what=what)
     mistakes = cache(lambda: {k: as_scores(v, edges) for k, v in _patching_mistakes(net, clean, corrupted, metric).items()})
+    means = cache(lambda: {k: as_scores(v, edges) for k, v in _mean_mistakes(net, clean, corrupted, metric).items()})
     compare_tensors(
-        actual, as_scores(reference.edge_patching_scores(net, clean, corrupted, metric), edges),
+        actual, as_scores(reference.edge_patching_scores(net, clean, corrupted, metric, ablation=ablation), edges),
         what=f"{what} (scores in all_edges order)",
         mistakes=[
             (looks_like(lambda: mistakes()["node"]),
@@ -216,6 +245,14 @@ def grade_edge_patching_scores(edge_patching_scores, *, seed=0, model="induction
              "carries the behaviour."),
             (looks_like(lambda: mistakes()["from_corrupted"]),
              "you subtracted the corrupted run's metric: subtract the clean metric."),
+            (looks_like(lambda: as_scores(reference.edge_patching_scores(net, clean, corrupted, metric), edges)),
+             "these are the resample-ablation scores: with ablation='mean' an edge carries its sender's corrupted "
+             "output averaged over the batch."),
+            (looks_like(lambda: means()["over_positions"]),
+             "you averaged over the positions as well as the batch: mean ablation keeps one mean per position "
+             "(mean over dim 0 only, keepdim=True)."),
+            (looks_like(lambda: means()["clean_mean"]),
+             "you averaged the clean run's outputs: the mean is over the corrupted (reference) batch."),
         ],
     )
 
@@ -303,6 +340,7 @@ ACDC_VARIANTS = (
     {"model": "induction-copier", "threshold": 0.1},
     {"model": "random", "seed": 1, "threshold": 0.01},
     {"model": "random", "seed": 3, "threshold": 0.003},
+    {"model": "random", "seed": 1, "threshold": 0.01, "task_metric": True},
 )
 
 
@@ -328,30 +366,42 @@ def compare_edge_sets(actual: object, expected: frozenset[Edge], *, what: str, m
 
 @CHAPTER.exercise("acdc", points=3, reference=reference.acdc, variants=ACDC_VARIANTS,
                   hint="Loop over reversed(receivers(cfg)) and, inside, reversed(senders_into(cfg, receiver)); keep "
-                       "one growing set of removed edges and the KL of the circuit without them; remove an edge for "
-                       "good when the KL rises by less than the threshold over that KL.")
-def grade_acdc(acdc, *, seed=0, model="induction-copier", threshold=0.1):
+                       "one growing set of removed edges and the circuit's score without them (minus the KL, or the "
+                       "task metric if one is given); remove an edge for good when the score falls by less than the "
+                       "threshold from that score.")
+def grade_acdc(acdc, *, seed=0, model="induction-copier", threshold=0.1, task_metric=False):
     net, clean, corrupted, positions, _ = setup(model, seed)
-    what = f"acdc(threshold={threshold}, positions={positions}) on {describe(model)}"
-    expected = reference.acdc(net, clean, corrupted, threshold, positions=positions)
+    metric = answer_logprob(clean, positions) if task_metric else None
+    what = (f"acdc(threshold={threshold}, positions={positions}{', metric=answer_logprob' if task_metric else ''}) "
+            f"on {describe(model)}")
+    expected = reference.acdc(net, clean, corrupted, threshold, positions=positions, metric=metric)
+    by = "the metric falls" if task_metric else "the KL rises"
 
     def is_variant(**mistake):
         return lambda given: given == _acdc_variant(net, clean, corrupted, threshold, positions, **mistake)
 
+    given = (acdc(net, clean.clone(), corrupted.clone(), threshold, positions=positions, metric=metric) if task_metric
+             else acdc(net, clean.clone(), corrupted.clone(), threshold, positions=positions))
     compare_edge_sets(
-        acdc(net, clean.clone(), corrupted.clone(), threshold, positions=positions), expected, what=what,
+        given, expected, what=what,
         mistakes=[
-            (is_variant(forwards=True),
+            (is_variant(metric=metric, forwards=True),
              "you visited the receivers forwards: ACDC starts at 'logits' and works backwards through "
              "reversed(receivers(cfg)), each receiver's senders in reverse too."),
-            (is_variant(alone=True),
+            (is_variant(metric=metric, alone=True),
              "you tried each edge alone, restoring the edges removed before it: the removed edges stay removed, "
              "and each trial removes one more."),
-            (is_variant(against_full=True),
-             "you compared the KL itself with the threshold: compare its rise over the KL before this removal."),
+            (is_variant(metric=metric, against_full=True),
+             f"you compared the full model's score with the circuit's: compare how much {by} over its value "
+             "before this removal."),
             (lambda given: given == frozenset(all_edges(net.cfg)) - expected,
-             "you kept exactly the edges the reference removes: keep an edge removed when the KL rises by *less* "
+             f"you kept exactly the edges the reference removes: keep an edge removed when {by} by *less* "
              "than the threshold."),
+            (lambda given: task_metric and given == _acdc_variant(net, clean, corrupted, threshold, positions),
+             "you ignored the metric given: with `metric`, the score is metric(logits), not the KL."),
+            (is_variant(metric=metric, absolute=True),
+             "you compared the absolute change with the threshold: a removal that *raises* the score is kept "
+             "removed (only a fall of at least the threshold restores the edge)."),
         ],
     )
 

@@ -11,7 +11,7 @@ senders_into and forward_by_edges, and from toy_models.metrics Metric and kl_fro
 
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from toy_models.edge_patching import Edge, all_edges, forward_by_edges, receivers, senders_into
@@ -26,12 +26,17 @@ __all__ = ["edge_patching_scores", "edge_attribution_scores", "eap_ig_scores", "
 @torch.no_grad()
 def edge_patching_scores(
     model, clean_tokens: Int[Tensor, "batch pos"], corrupted_tokens: Int[Tensor, "batch pos"], metric: Metric,
+    ablation: str = "corrupted",
 ) -> dict[Edge, float]:
     """For every edge of `all_edges(model.cfg)`: the metric on the clean tokens with that
-    one edge carrying its sender's output on the corrupted tokens (every other edge clean),
-    minus the clean metric. Negative: the edge carries the behaviour. One forward pass
-    per edge, after one clean and one corrupted run."""
+    one edge patched (every other edge clean), minus the clean metric. Negative: the edge
+    carries the behaviour. A patched edge carries its sender's output on the corrupted
+    tokens, row by row (`ablation="corrupted"`, resample ablation), or that output's mean
+    over the corrupted batch at each position (`ablation="mean"`). One forward pass per
+    edge, after one clean and one corrupted run."""
     _, corrupted = forward_by_edges(model, corrupted_tokens)
+    if ablation == "mean":
+        corrupted = {sender: output.mean(dim=0, keepdim=True) for sender, output in corrupted.items()}
     clean_metric = metric(forward_by_edges(model, clean_tokens)[0]).item()
     scores = {}
     for edge in all_edges(model.cfg):
@@ -86,25 +91,31 @@ def eap_ig_scores(
 @torch.no_grad()
 def acdc(
     model, clean_tokens: Int[Tensor, "batch pos"], corrupted_tokens: Int[Tensor, "batch pos"], threshold: float,
-    positions: tuple[int, ...] | None = None,
+    positions: tuple[int, ...] | None = None, metric: Metric | None = None,
 ) -> frozenset[Edge]:
     """ACDC (Conmy et al. 2023), the edges it keeps. The circuit starts as the whole model.
     Visit the receivers from "logits" backwards (the reverse of `receivers(cfg)`), and each
     receiver's senders in reverse order; tentatively remove the edge (patch it to its
-    corrupted value, the edges removed so far staying removed). If the KL divergence of the
-    full model's next-token distribution (on the clean tokens, at `positions`, or at every
-    position if None) from the circuit's rises by less than `threshold` over its value
-    before this removal, the edge stays removed; otherwise it is restored."""
+    corrupted value, the edges removed so far staying removed). If the circuit's score
+    falls by less than `threshold` from its value before this removal, the edge stays
+    removed; otherwise it is restored. The score is minus the KL divergence of the full
+    model's next-token distribution (on the clean tokens, at `positions`, or at every
+    position if None) from the circuit's, or, given a task `metric`, that metric."""
     _, corrupted = forward_by_edges(model, corrupted_tokens)
-    full_logprobs = forward_by_edges(model, clean_tokens)[0].log_softmax(dim=-1)
+    full_logits = forward_by_edges(model, clean_tokens)[0]
+    full_logprobs = full_logits.log_softmax(dim=-1)
+
+    def score(logits: Float[Tensor, "batch pos d_vocab"]) -> float:
+        return -kl_from_full(full_logprobs, logits, positions) if metric is None else metric(logits).item()
+
     removed: frozenset[Edge] = frozenset()
-    kl = 0.0
+    current = score(full_logits)
     for receiver in reversed(receivers(model.cfg)):
         for sender in reversed(senders_into(model.cfg, receiver)):
             trial = removed | {(sender, receiver)}
-            trial_kl = kl_from_full(full_logprobs, forward_by_edges(model, clean_tokens, trial, corrupted)[0], positions)
-            if trial_kl - kl < threshold:
-                removed, kl = trial, trial_kl
+            trial_score = score(forward_by_edges(model, clean_tokens, trial, corrupted)[0])
+            if current - trial_score < threshold:
+                removed, current = trial, trial_score
     return frozenset(all_edges(model.cfg)) - removed
 
 

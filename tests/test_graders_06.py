@@ -26,9 +26,9 @@ EAP_RETURN = f"return {{(s, r): {EAP_PRODUCT}.item() for s, r in all_edges(model
 IG_LOOP = "for k in range(1, steps + 1):"
 IG_EMBED = 'embed = corrupted["embed"] + (k / steps) * (clean["embed"] - corrupted["embed"])'
 IG_MEAN = "grads[receiver] = grads[receiver] + grad / steps"
-ACDC_TEST = "if trial_kl - kl < threshold:"
-ACDC_KL = ("trial_kl = kl_from_full(full_logprobs, forward_by_edges(model, clean_tokens, trial, corrupted)[0], "
-           "positions)")
+ACDC_TEST = "if current - trial_score < threshold:"
+ACDC_SCORE = "return -kl_from_full(full_logprobs, logits, positions) if metric is None else metric(logits).item()"
+MEAN = "corrupted = {sender: output.mean(dim=0, keepdim=True) for sender, output in corrupted.items()}"
 AUC_ABS = "abs(score)"
 AUC_TIES = " + 0.5 * (inside[:, None] == outside[None, :]).float()"
 AUC_BODY = """inside = torch.tensor([abs(score) for edge, score in scores.items() if edge in circuit])
@@ -57,6 +57,10 @@ WRONG = [
     # fibonacci-mod too). Patching node: "embed" feeds receivers outside the circuit as well as its own
     ("edge_patching_scores", [(PATCH_RUN, PATCH_RUN.replace(
         "frozenset({edge})", "frozenset(e for e in all_edges(model.cfg) if e[0] == edge[0])"))], "you patched a node"),
+    # mean ablation: separated by the last input, the random model seed 3 with ablation="mean". Resample instead:
+    ("edge_patching_scores", [(MEAN, "pass")], "these are the resample-ablation scores"),
+    # one mean for all positions
+    ("edge_patching_scores", [(MEAN, MEAN.replace("dim=0", "dim=(0, 1)"))], "averaged over the positions"),
     # denoising: restoring one clean edge into the corrupted run is not corrupting it in the clean one
     ("edge_patching_scores", [(CORRUPTED_RUN, "_, corrupted = forward_by_edges(model, clean_tokens)"),
                               (CLEAN_METRIC, CLEAN_METRIC.replace("clean_tokens", "corrupted_tokens")),
@@ -102,10 +106,13 @@ WRONG = [
                "for sender in senders_into(model.cfg, receiver):")], "visited the receivers forwards"),
     # restoring: each edge is tried alone, so small effects that add up above the threshold are all removed
     ("acdc", [("trial = removed | {(sender, receiver)}", "trial = frozenset({(sender, receiver)})"),
-              (ACDC_TEST, "if trial_kl < threshold:"), ("removed, kl = trial, trial_kl", "removed = removed | trial")],
+              ("removed, current = trial, trial_score", "removed = removed | trial")],
      "restoring the edges removed before it"),
-    # the KL itself: once the removed edges add up to the threshold, no more can be removed
-    ("acdc", [(ACDC_TEST, "if trial_kl < threshold:")], "compared the KL itself"),
+    # the full model's score: once the removed edges add up to the threshold, no more can be removed
+    ("acdc", [(ACDC_TEST, "if score(full_logits) - trial_score < threshold:")], "compared the full model's score"),
+    # the task metric (the last input, random seed 1 with metric=answer_logprob) ignored, or its change taken absolute
+    ("acdc", [(ACDC_SCORE, "return -kl_from_full(full_logprobs, logits, positions)")], "ignored the metric"),
+    ("acdc", [(ACDC_TEST, "if abs(current - trial_score) < threshold:")], "absolute change"),
     # the removed edges returned: separated by the first input, induction-copier
     ("acdc", [("return frozenset(all_edges(model.cfg)) - removed", "return removed")],
      "kept exactly the edges the reference removes"),
@@ -135,9 +142,10 @@ WRONG = [
 # Right answers written differently: the graders must accept them.
 ALSO_RIGHT = [
     # the model's own forward pass for the clean metric, and the course's run_with_edges_patched for each edge
+    # (which takes the means itself)
     ("edge_patching_scores", [(CLEAN_METRIC, "clean_metric = metric(model(clean_tokens)).item()"),
                               (PATCH_RUN, "logits = run_with_edges_patched(model, clean_tokens, corrupted_tokens, "
-                                          "[edge])")]),
+                                          "[edge], ablation=ablation)")]),
     # .retain_grad() and .backward() for the gradients, einsum for the product
     ("edge_attribution_scores", [(EAP_GRADS, "for tensor in inputs.values():\n        tensor.retain_grad()\n"
                                              "    metric(logits).backward()\n"
@@ -148,11 +156,11 @@ ALSO_RIGHT = [
     ("eap_ig_scores", [(IG_LOOP, "for alpha in torch.linspace(0, 1, steps + 1)[1:]:"),
                        (IG_EMBED, 'embed = torch.lerp(corrupted["embed"], clean["embed"], alpha)')]),
     # KL written out as sum p (log p - log q), the positions selected first; a list of the kept edges
-    ("acdc", [("full_logprobs = forward_by_edges(model, clean_tokens)[0].log_softmax(dim=-1)",
-               "where = list(positions) if positions is not None else list(range(clean_tokens.shape[1]))\n"
-               "    p = F.softmax(forward_by_edges(model, clean_tokens)[0][:, where], dim=-1)"),
-              (ACDC_KL, "log_q = F.log_softmax(forward_by_edges(model, clean_tokens, trial, corrupted)[0][:, where], "
-                        "dim=-1)\n            trial_kl = (p * (p.log() - log_q)).sum(-1).mean().item()"),
+    ("acdc", [(ACDC_SCORE, "if metric is not None:\n            return metric(logits).item()\n"
+                           "        where = list(positions) if positions is not None else list(range(logits.shape[1]))\n"
+                           "        p = F.softmax(full_logits[:, where], dim=-1)\n"
+                           "        log_q = F.log_softmax(logits[:, where], dim=-1)\n"
+                           "        return -(p * (p.log() - log_q)).sum(-1).mean().item()"),
               ("return frozenset(all_edges(model.cfg)) - removed",
                "return [edge for edge in all_edges(model.cfg) if edge not in removed]")]),
     # a double loop over the pairs

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from toy_models import Transformer, TransformerConfig, load_pretrained
 from toy_models.edge_patching import all_edges, forward_by_edges, run_with_edges_patched
-from toy_models.handwritten import fibonacci_mod, handwritten_circuits, induction_copier
-from toy_models.metrics import induction_score_of_pattern
+from toy_models.handwritten import fibonacci_mod, handwritten_circuits, induction_copier, with_distractors
+from toy_models.metrics import answer_logprob, induction_score_of_pattern
 
 CIRCUITS = {circuit.name: circuit for circuit in handwritten_circuits()}
 ABLATIONS = ["corrupted", "mean", "zero"]
@@ -119,6 +119,27 @@ def test_every_edge_of_the_circuit_is_necessary(name, ablation):
             logits = run_with_edges_patched(circuit.model, clean, corrupted, [edge], ablation=ablation)
             accuracy = circuit.accuracy(logits, clean)
             assert baseline - accuracy >= 0.5, f"patching {edge} only took accuracy from {baseline} to {accuracy}"
+
+
+@pytest.mark.parametrize("name", CIRCUITS)
+def test_with_distractors_the_circuit_still_carries_the_algorithm_and_every_edge_a_little(name):
+    circuit = with_distractors(CIRCUITS[name])
+    clean, corrupted = clean_and_corrupted(circuit, seed=2)
+    metric = answer_logprob(clean, circuit.target_positions)
+    edges = all_edges(circuit.model.cfg)
+    outside = set(edges) - circuit.edges
+    with torch.no_grad():
+        assert circuit.accuracy(circuit.model(clean), clean) >= 0.99
+        assert circuit.accuracy(run_with_edges_patched(circuit.model, clean, corrupted, outside), clean) >= 0.95
+        clean_metric = metric(circuit.model(clean)).item()
+        effect = {edge: abs(metric(run_with_edges_patched(circuit.model, clean, corrupted, [edge])).item()
+                            - clean_metric) for edge in edges}
+    smallest_inside = min(effect[edge] for edge in circuit.edges)
+    assert smallest_inside > 1.0  # each of the circuit's edges still matters a lot
+    assert max(effect[edge] for edge in outside) < 0.01 * smallest_inside
+    # ...and the others no longer all tie at exactly zero: most carry something.
+    assert sum(effect[edge] > 0 for edge in outside) > 0.5 * len(outside)
+    assert CIRCUITS[name].model is not circuit.model  # the exact model is left as it was
 
 
 def test_induction_copier_heads_attend_as_designed():

@@ -20,8 +20,9 @@ Each model comes as a `HandwrittenCircuit`, so that a chapter can write
 `for circuit in handwritten_circuits(): ...`.
 """
 
+import copy
+import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
@@ -37,7 +38,7 @@ HARD = 30.0
 LOGIT_SCALE = 10.0
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class HandwrittenCircuit:
     """A hand-built model, the algorithm it runs, and its exact circuit.
 
@@ -322,6 +323,32 @@ def period_three(d_vocab: int = 9, n_ctx: int = 19) -> HandwrittenCircuit:
 def handwritten_circuits() -> list[HandwrittenCircuit]:
     """Every hand-built model with its circuit, freshly built (each model is small)."""
     return [induction_copier(), fibonacci_mod(), period_three()]
+
+
+# ---------------------------------------------------------------------------
+# Distractors: the same circuits, with every other edge carrying a little
+# ---------------------------------------------------------------------------
+
+#: Noise this size leaves every model's accuracy at 1.00 while every edge outside the
+#: circuit moves the answer's log-probability a little (chapter 06 measures how much).
+DISTRACTOR_SCALE = 0.05
+
+
+def with_distractors(circuit: HandwrittenCircuit, scale: float = DISTRACTOR_SCALE, seed: int = 0) -> HandwrittenCircuit:
+    """The circuit's model with Gaussian noise of standard deviation `scale` added to every
+    weight matrix. On the exact models every edge outside the circuit scores exactly 0, so
+    all of them tie and a method's ranking of them is never tested; here each carries a
+    small effect, as in a trained model, while the circuit's edges still carry the
+    algorithm (a test checks both). Named "<name>+noise"."""
+    noisy = copy.deepcopy(circuit.model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in noisy.named_parameters():
+            if name.split(".")[-1].startswith("W_"):
+                param.add_(scale * torch.randn(param.shape, generator=generator))
+    description = (f"{circuit.description} Every weight matrix then has noise of standard deviation {scale} "
+                   "added, so that every other edge carries a little.")
+    return dataclasses.replace(circuit, name=f"{circuit.name}+noise", model=noisy, description=description)
 
 
 def _docstring(function: Callable) -> str:
