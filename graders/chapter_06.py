@@ -18,7 +18,8 @@ from torch import Tensor
 
 from graders.core import Chapter, GraderFailure, as_tensor, compare_tensors, looks_like
 from solutions import circuit_discovery as reference
-from toy_models.edge_patching import Edge, all_edges, forward_by_edges, receivers, senders_into
+from toy_models import edge_patching
+from toy_models.edge_patching import Edge, all_edges, forward_by_edges, receivers, senders, senders_into
 from toy_models.handwritten import handwritten_circuits
 from toy_models.metrics import answer_logprob, kl_from_full
 from toy_models.model import Transformer, TransformerConfig
@@ -194,6 +195,73 @@ def _acdc_variant(model, clean, corrupted, threshold, positions, metric=None, *,
             if (abs(fall) if absolute else fall) < threshold:
                 removed, current = removed | {(sender, receiver)}, trial_score
     return frozenset(all_edges(model.cfg)) - removed
+
+
+# --------------------------------------------------------------------------- the graph
+
+#: The shapes graph_edges is graded on: attention-only, with MLPs, and the smallest.
+GRAPH_SHAPES = {
+    "2 layers x 2 heads, attention only": TransformerConfig(n_layers=2, d_model=8, n_heads=2, d_head=4, d_vocab=5,
+                                                            n_ctx=4),
+    "3 layers x 2 heads with MLPs": TransformerConfig(n_layers=3, d_model=8, n_heads=2, d_head=4, d_vocab=5, n_ctx=4,
+                                                      d_mlp=8),
+    "1 layer x 1 head with an MLP": TransformerConfig(n_layers=1, d_model=4, n_heads=1, d_head=4, d_vocab=5, n_ctx=4,
+                                                      d_mlp=4),
+}
+
+
+def _graph_mistakes(cfg: TransformerConfig) -> dict[str, frozenset[Edge]]:
+    """The edge sets of the common mistakes: heads reading their own layer, MLPs not, heads
+    as one receiver, no logits, and only the previous layer read."""
+    right = frozenset(reference.graph_edges(cfg))
+    layer = {node: -1 if node == "embed" else int(node[1:].split(".")[0]) for node in senders(cfg)}
+    same_layer_heads = {(s, r) for r in receivers(cfg) if r.startswith("A") for s in senders(cfg)
+                        if s.startswith("A") and layer[s] == int(r[1:].split(".")[0])}
+    own_heads_into_mlp = {(s, r) for s, r in right if r.startswith("M") and layer[s] == int(r[1:])}
+    return {
+        "own_layer": right | same_layer_heads,
+        "mlp_misses_own_layer": right - own_heads_into_mlp,
+        "whole_heads": frozenset((s, r.rsplit(".", 1)[0] if r.startswith("A") else r) for s, r in right),
+        "no_logits": frozenset(edge for edge in right if edge[1] != "logits"),
+        "previous_layer_only": frozenset(
+            (s, r) for s, r in right
+            if r == "logits" or s == "embed" or layer[s] >= (int(r[1:].split(".")[0]) - 1)),
+    }
+
+
+@CHAPTER.exercise("graph_edges", points=1, reference=reference.graph_edges, variants=tuple(
+                      {"shape": shape} for shape in GRAPH_SHAPES),
+                  forbidden=(edge_patching.all_edges, edge_patching.senders_into),
+                  hint="Loop over receivers(cfg) and, inside, over senders(cfg); keep (sender, receiver) when the "
+                       "sender's layer is earlier (\"embed\" is before layer 0), when the receiver is \"logits\", "
+                       "or when the receiver is an MLP and the sender a head of the same layer.")
+def grade_graph_edges(graph_edges, *, shape="2 layers x 2 heads, attention only"):
+    cfg = GRAPH_SHAPES[shape]
+    what = f"graph_edges on a model of {shape}"
+    given = graph_edges(cfg)
+    if not isinstance(given, (list, tuple)):
+        raise GraderFailure(f"{what} should return a list of edges (sender, receiver), got {type(given).__name__}."
+                            + (" Did you forget to `return` it?" if given is None else ""))
+    edges = [tuple(edge) for edge in given]
+    if len(set(edges)) != len(edges):
+        repeated = next(edge for edge in edges if edges.count(edge) > 1)
+        raise GraderFailure(f"{what} lists {repeated} more than once: each edge belongs in the list once.")
+    wrong = _graph_mistakes(cfg)
+    compare_edge_sets(edges, frozenset(reference.graph_edges(cfg)), what=what, mistakes=[
+        (lambda found: found == wrong["own_layer"],
+         "a head reads the heads of its own layer: they run side by side, so a head's query, key and value read "
+         "only \"embed\" and the layers before it."),
+        (lambda found: found == wrong["mlp_misses_own_layer"],
+         "an MLP misses the heads of its own layer: the MLP runs after them and reads their outputs."),
+        (lambda found: found == wrong["whole_heads"],
+         "your receivers are whole heads: each head has three receivers, \"A{l}.{h}.q\", \".k\" and \".v\" "
+         "(use receivers(cfg))."),
+        (lambda found: found == wrong["no_logits"],
+         "there are no edges into \"logits\": the unembedding reads every sender."),
+        (lambda found: found == wrong["previous_layer_only"],
+         "a receiver reads only the layer just before it: the residual stream holds the sum of *every* earlier "
+         "output, so it reads all of them."),
+    ])
 
 
 # --------------------------------------------------------------------------- exact edge patching

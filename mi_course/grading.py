@@ -215,17 +215,30 @@ def learner_uid() -> int | None:
     return SANDBOX_UID_BASE + secrets.randbelow(SANDBOX_UIDS) if os.geteuid() == 0 else None
 
 
-def course_references(chapter: Chapter) -> list[str]:
-    """The chapter's references, and their equivalents that its graders declare `forbidden`,
-    that a notebook can import ("module:qualname"): what a graded object must not be,
-    inherit from, wrap or call. (The references in `solutions` are not in the sandbox at all.)"""
-    found = []
-    for exercise in chapter.exercises.values():
-        for obj in (*getattr(exercise.reference, "__mro__", [exercise.reference]), *exercise.forbidden):
-            name = f"{obj.__module__}:{obj.__qualname__}"
-            if obj.__module__.split(".")[0] in VISIBLE_PACKAGES and name not in found:
-                found.append(name)
-    return found
+def course_references(chapter: Chapter) -> dict[str, list[str]]:
+    """For each exercise, what its graded object must not be, inherit from, wrap or call
+    ("module:qualname", among what a notebook can import): the chapter's references, and the
+    equivalents that this exercise's grader declares `forbidden`, with those of the pieces
+    it `uses` (a learner's TransformerBlock may not call the course's Attention either). An
+    equivalent forbidden to one exercise stays a tool for the others: chapter 06's learners
+    enumerate the graph in `graph_edges` and loop over the course's `all_edges` elsewhere.
+    (The references in `solutions` are not in the sandbox at all.)"""
+
+    def visible(objects) -> list[str]:
+        return [f"{obj.__module__}:{obj.__qualname__}" for obj in objects
+                if obj.__module__.split(".")[0] in VISIBLE_PACKAGES]
+
+    def pieces(name: str) -> list[str]:
+        found = [name]
+        for used in chapter.exercises[name].uses:
+            found += [piece for piece in pieces(used) if piece not in found]
+        return found
+
+    everyone = [obj for exercise in chapter.exercises.values()
+                for obj in getattr(exercise.reference, "__mro__", [exercise.reference])]
+    return {name: list(dict.fromkeys(visible(everyone) + visible(
+                obj for piece in pieces(name) for obj in chapter.exercises[piece].forbidden)))
+            for name in chapter.exercises}
 
 
 def _failed_grade(submission: StudentFile, chapter_name: str, containment: Containment, error: BaseException) -> StudentGrade:

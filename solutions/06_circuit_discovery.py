@@ -34,7 +34,15 @@ from torch import Tensor
 
 from graders import make_check
 from toy_models import load_pretrained
-from toy_models.edge_patching import Edge, all_edges, forward_by_edges, receivers, run_with_edges_patched, senders_into
+from toy_models.edge_patching import (
+    Edge,
+    all_edges,
+    forward_by_edges,
+    receivers,
+    run_with_edges_patched,
+    senders,
+    senders_into,
+)
 from toy_models.exercises import finish_first
 from toy_models.handwritten import handwritten_circuits, with_distractors
 from toy_models.metrics import (
@@ -64,7 +72,33 @@ circuits = {circuit.name: circuit for circuit in handwritten_circuits()}
 # runs the model component by component, so that each receiver's input is an explicit sum
 # over its senders and any term of it can be swapped for its value on a corrupted input:
 # `run_with_edges_patched(model, clean, corrupted, edges)`.
+
+# %% [markdown] effort=["graph_edges"]
+# ### Enumerating the graph
 #
+# **What.** `graph_edges(cfg)`: every edge `(sender, receiver)` of a model with config
+# `cfg`, each once, in any order. `senders(cfg)` and `receivers(cfg)` list the nodes in
+# the order the forward pass writes and reads them.
+#
+# **Why.** Every method below loops over this list, and its length is what exact methods
+# pay for: one forward pass per edge. Which edges exist is also a claim about the
+# architecture: what can read what through the residual stream.
+#
+# **Hints.** A receiver reads everything written before it. `"logits"` reads every
+# sender. A head's query, key and value read `"embed"` and every head and MLP of the
+# layers before the head's own; the heads of one layer run side by side, so none reads
+# another. An MLP reads all that, and the heads of its own layer too.
+
+# %% exercise="graph_edges" difficulty=1 minutes=10
+from solutions.circuit_discovery import graph_edges
+
+# %% tags=["skip-when-grading"]
+finish_first(graph_edges)
+for cfg in (load_pretrained("induction-2l").cfg, load_pretrained("ioi-3l").cfg):
+    print(f"{cfg.n_layers} layers x {cfg.n_heads} heads{' with MLPs' if not cfg.attn_only else ''}: "
+          f"{len(graph_edges(cfg))} edges; the course's own list agrees: {set(graph_edges(cfg)) == set(all_edges(cfg))}")
+
+# %% [markdown]
 # The three models below were not trained: their weights were written by hand
 # (`toy_models/handwritten.py`), in the spirit of tracr's compiled programs, so each has
 # a circuit known exactly, edge by edge. Every edge outside it carries nothing its

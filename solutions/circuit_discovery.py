@@ -5,7 +5,7 @@ The graph is `toy_models/edge_patching.py`'s: an edge is (sender, receiver), sen
 "embed", "A{l}.{h}", "M{l}", receivers "A{l}.{h}.q" / ".k" / ".v", "M{l}", "logits".
 A metric is a callable from logits to a scalar tensor, higher meaning more of the
 behaviour. They use only the names the notebook imports: torch, F (torch.nn.functional),
-Float, Int, Tensor, from toy_models.edge_patching Edge, all_edges, receivers,
+Float, Int, Tensor, from toy_models.edge_patching Edge, all_edges, senders, receivers,
 senders_into and forward_by_edges, and from toy_models.metrics Metric and kl_from_full.
 """
 
@@ -14,11 +14,32 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from toy_models.edge_patching import Edge, all_edges, forward_by_edges, receivers, senders_into
+from toy_models.edge_patching import Edge, all_edges, forward_by_edges, receivers, senders, senders_into
 from toy_models.metrics import Metric, kl_from_full
 
-__all__ = ["edge_patching_scores", "edge_attribution_scores", "eap_ig_scores", "acdc", "roc_auc", "faithfulness"]
+__all__ = ["graph_edges", "edge_patching_scores", "edge_attribution_scores", "eap_ig_scores", "acdc", "roc_auc", "faithfulness"]
 
+
+
+# --------------------------------------------------------------------------- the graph
+
+def graph_edges(cfg) -> list[Edge]:
+    """Every edge (sender, receiver) of the model's graph, each once (in any order; this one
+    goes receiver by receiver, in the order of `receivers(cfg)`). A receiver
+    reads every sender written to the residual stream before it: "logits" reads them all;
+    a head's query, key and value read "embed" and everything of earlier layers (the heads
+    of a layer run side by side, so none reads another); an MLP reads those and the heads
+    of its own layer too."""
+
+    def layer_of(node: str) -> int:
+        return -1 if node == "embed" else int(node[1:].split(".")[0])
+
+    def reads(sender: str, receiver: str) -> bool:
+        if receiver == "logits" or layer_of(sender) < layer_of(receiver):
+            return True
+        return receiver.startswith("M") and sender.startswith("A") and layer_of(sender) == layer_of(receiver)
+
+    return [(sender, receiver) for receiver in receivers(cfg) for sender in senders(cfg) if reads(sender, receiver)]
 
 
 # --------------------------------------------------------------------------- exact patching, one edge at a time

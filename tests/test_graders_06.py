@@ -12,10 +12,22 @@ variant graded that fails it and whose message must name it.
 from chapter_tests import *  # noqa: F403 - the tests every chapter passes, run on this module's cases
 
 from graders.chapter_06 import CHAPTER as CHAPTER  # the chapter the shared tests grade
+from mi_course.grading import course_references
 
 NOTEBOOK = "06_circuit_discovery.ipynb"
 
 
+def test_graph_edges_may_not_borrow_the_courses_enumeration_which_the_other_exercises_use():
+    references = course_references(CHAPTER)
+    forbidden = {"toy_models.edge_patching:all_edges", "toy_models.edge_patching:senders_into"}
+    assert forbidden <= set(references["graph_edges"])
+    assert not forbidden & set(references["edge_patching_scores"]) and not forbidden & set(references["acdc"])
+
+
+GRAPH_HEAD_RULE = ('return receiver.startswith("M") and sender.startswith("A") and layer_of(sender) == '
+                   'layer_of(receiver)')
+GRAPH_LATER = "if receiver == \"logits\" or layer_of(sender) < layer_of(receiver):"
+GRAPH_RETURN = "return [(sender, receiver) for receiver in receivers(cfg) for sender in senders(cfg) if reads(sender, receiver)]"
 PATCH_RUN = "logits, _ = forward_by_edges(model, clean_tokens, frozenset({edge}), corrupted)"
 CLEAN_METRIC = "clean_metric = metric(forward_by_edges(model, clean_tokens)[0]).item()"
 CORRUPTED_RUN = "_, corrupted = forward_by_edges(model, corrupted_tokens)"
@@ -53,6 +65,18 @@ KEPT = "kept = metric(forward_by_edges(model, clean_tokens, everything - circuit
 
 # (exercise, the learner's mistake as edits of the solution, words the verdict's message must contain)
 WRONG = [
+    # graph_edges: inputs: 2 layers x 2 heads attention-only, then 3 layers x 2 heads with MLPs, then 1 x 1 with an MLP.
+    # Heads reading their own layer (themselves included): separated by the first
+    ("graph_edges", [(GRAPH_HEAD_RULE, 'return sender.startswith("A") and layer_of(sender) == layer_of(receiver)')],
+     "a head reads the heads of its own layer"),
+    # an MLP missing its own layer's heads: separated by the second, the first model having no MLP
+    ("graph_edges", [(GRAPH_HEAD_RULE, "return False")], "an MLP misses the heads of its own layer"),
+    # only the layer before: separated by the second, the first having too few layers to tell
+    ("graph_edges", [(GRAPH_LATER, GRAPH_LATER.replace(
+        "layer_of(sender) < layer_of(receiver)", 'sender == "embed" or layer_of(sender) == layer_of(receiver) - 1'))],
+     "reads only the layer just before it"),
+    # every edge twice
+    ("graph_edges", [(GRAPH_RETURN, f"return 2 * {GRAPH_RETURN[len('return '):]}")], "more than once"),
     # edge_patching_scores: each separated by the first input, induction-copier (then by the random model and
     # fibonacci-mod too). Patching node: "embed" feeds receivers outside the circuit as well as its own
     ("edge_patching_scores", [(PATCH_RUN, PATCH_RUN.replace(
@@ -141,6 +165,9 @@ WRONG = [
 
 # Right answers written differently: the graders must accept them.
 ALSO_RIGHT = [
+    # the edges sorted, as tuples of a set
+    ("graph_edges", [(GRAPH_RETURN, "return sorted({(sender, receiver) for receiver in receivers(cfg) "
+                                    "for sender in senders(cfg) if reads(sender, receiver)})")]),
     # the model's own forward pass for the clean metric, and the course's run_with_edges_patched for each edge
     # (which takes the means itself)
     ("edge_patching_scores", [(CLEAN_METRIC, "clean_metric = metric(model(clean_tokens)).item()"),

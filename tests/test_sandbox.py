@@ -296,6 +296,24 @@ def test_the_course_reference_earns_nothing_however_it_is_used(tmp_path: Path) -
         assert reason in (out.parent / "grades-feedback" / f"{student}.md").read_text()
 
 
+def test_an_equivalent_is_forbidden_to_its_own_exercise_only(tmp_path: Path) -> None:
+    """Chapter 06's learners enumerate the graph themselves in `graph_edges`, and use the
+    course's `all_edges` everywhere else: borrowing it there costs that exercise alone."""
+    chapter_06 = "06_circuit_discovery"
+    chapter = load_chapter(chapter_06)
+    reference = nbformat.read(REPO / "solutions" / f"{chapter_06}.ipynb", as_version=4)
+    borrows = nbformat.from_dict(json.loads(json.dumps(reference)))
+    [cell] = [c for c in borrows.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "graph_edges"]
+    cell.source = "def graph_edges(cfg):\n    return all_edges(cfg)\n"
+    write_class(tmp_path / "submissions", {"own_code": (reference, 0, ""), "borrows": (borrows, 0, "")})
+    out = tmp_path / "grades.csv"
+    grade_class(find_submissions(tmp_path / "submissions", chapter_06), chapter_06, out, limits=LIMITS, progress=False)
+    book = gradebook(out)
+    assert float(book["own_code"]["score"]) == chapter.max_points
+    assert float(book["borrows"]["score"]) == chapter.max_points - chapter.exercises["graph_edges"].points
+    assert "all_edges" in (out.parent / "grades-feedback" / "borrows.md").read_text()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="makes a non-root user's view of this machine, which needs root")
 def test_isolation_without_root(tmp_path: Path) -> None:
     """A non-root instructor gets the same view through a user namespace. The test runs

@@ -2,7 +2,7 @@
 objects as proxies the graders can use as if they were local.
 
     with Zygote() as zygote:
-        notebook = LearnerNotebook(zygote.address, cells, Limits(), containment, hidden=(...), uid=..., references=[...])
+        notebook = LearnerNotebook(zygote.address, cells, Limits(), containment, hidden=(...), uid=..., references={...})
         with notebook.exercise("LayerNorm") as LayerNorm:  # a RemoteObject, or None
             result = chapter.exercises["LayerNorm"].run(LayerNorm)
 
@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -72,7 +72,7 @@ class LearnerNotebook:
     killed is replaced, at most `Limits.reloads` times, within `Limits.student_seconds`."""
 
     def __init__(self, zygote_address: str, cells: list[tuple[int, str]], limits: Limits, containment: Containment,
-                 *, hidden: tuple[Path, ...], uid: int | None, references: list[str]):
+                 *, hidden: tuple[Path, ...], uid: int | None, references: Mapping[str, list[str]]):
         self.zygote_address, self.cells, self.limits, self.containment = zygote_address, cells, limits, containment
         self.hidden, self.uid, self.references = hidden, uid, references
         self.view: IsolatedView | None = None
@@ -148,7 +148,8 @@ class LearnerNotebook:
         self._time_left = self.limits.exercise_seconds  # the learner's share: waiting for its answers
         self.exercise_over = False
         self.exercises += 1
-        self._send({"op": "exercise", "name": name, "references": self.references, "number": self.exercises})
+        self._send({"op": "exercise", "name": name, "references": self.references.get(name, []),
+                    "number": self.exercises})
         reply, tensors = self._expect("object", timeout=self._time_left)
         try:
             yield None if reply.get("missing") else self._result(reply, tensors)
