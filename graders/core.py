@@ -64,6 +64,7 @@ CHAPTERS: Mapping[str, str] = {
     "04_superposition_and_saes": "graders.chapter_04",
     "05_honest_limits": "graders.chapter_05",
     "06_circuit_discovery": "graders.chapter_06",
+    "07_attribution_graphs": "graders.chapter_07",
 }
 
 # Outputs agree when |actual - expected| <= ATOL + RTOL * |expected|: loose enough for a

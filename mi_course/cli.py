@@ -131,6 +131,25 @@ def explore(args: argparse.Namespace) -> int:
     return 0
 
 
+def graph(args: argparse.Namespace) -> int:
+    """Write the pruned attribution graph of a prompt on code-2l and its shipped transcoders:
+    graph.json (circuit-tracer's schema) and a page that draws it; print its size and where."""
+    from mi_course.graph_page import build_graph_page
+    from toy_models import load_pretrained
+    from toy_models.transcoder import load_transcoders
+
+    index, graph_json = build_graph_page(
+        load_pretrained("code-2l"), load_transcoders("code-2l"), args.prompt, args.out,
+        node_threshold=args.node_threshold, edge_threshold=args.edge_threshold, n_windows=args.windows,
+    )
+    kinds = [node["feature_type"] for node in graph_json["nodes"]]
+    print(f"{len(kinds)} nodes ({kinds.count('cross layer transcoder')} features, "
+          f"{kinds.count('mlp reconstruction error')} errors, {kinds.count('embedding')} tokens, "
+          f"{kinds.count('logit')} logits) and {len(graph_json['links'])} edges. Graph: {index.parent / 'graph.json'}")
+    print(index.resolve())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mi-course", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -191,6 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
     explore_parser.add_argument("--features", type=int, default=None, help="only the first K features (default: all)")
     explore_parser.add_argument("--labels", type=Path, default=None, help='a JSON file {"12": "a label", ...}')
     explore_parser.set_defaults(run=explore)
+
+    graph_parser = commands.add_parser(
+        "graph", help="write the attribution graph of a prompt (code-2l's transcoders) and a web page that draws it"
+    )
+    graph_parser.add_argument("prompt", help='the text whose next byte the graph explains, e.g. "def parse(self, text)"')
+    graph_parser.add_argument("--out", type=Path, default=Path("graph"), help="folder (default: graph/)")
+    graph_parser.add_argument("--node-threshold", type=float, default=0.8,
+                              help="keep the nodes with this share of the influence on the output (default: 0.8)")
+    graph_parser.add_argument("--edge-threshold", type=float, default=0.98,
+                              help="then the edges with this share of the edge influence (default: 0.98)")
+    graph_parser.add_argument("--windows", type=int, default=512,
+                              help="validation windows searched for each feature's top snippets (default: 512)")
+    graph_parser.set_defaults(run=graph)
     return parser
 
 

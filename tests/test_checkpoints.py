@@ -7,6 +7,7 @@ from mi_course.cli import main
 from toy_models import load_pretrained
 from toy_models.checkpoints import SHIPPED_DIR, checkpoint_dir, read_description, read_loss_curve
 from toy_models.train import TRANSFORMER_JOBS, train, train_transformer
+from toy_models.transcoder import load_transcoder
 
 MAX_CHECKPOINT_BYTES = 5 * 1024 * 1024
 
@@ -15,7 +16,9 @@ MAX_CHECKPOINT_BYTES = 5 * 1024 * 1024
 def test_checkpoint_is_small_and_loads(name):
     size = sum(f.stat().st_size for f in (SHIPPED_DIR / name).iterdir())
     assert size < MAX_CHECKPOINT_BYTES, f"{name} is {size / 1e6:.1f} MB"
-    model = load_pretrained(name)
+    # A transcoder is one per layer of a model, loaded with its kind's own loader.
+    transcoder = read_description(SHIPPED_DIR / name)["kind"] == "transcoder"
+    model = load_transcoder(name) if transcoder else load_pretrained(name)
     assert not model.training
 
 

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+from headless_chromium import headless_chromium, page
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
@@ -37,8 +36,6 @@ from toy_models.checkpoints import SHIPPED_DIR
 from toy_models.data import load_python_corpus
 from toy_models.sae import SHIPPED_SAE, SAEConfig, SparseAutoencoder
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 D_SAE = 48
 DEAD = 5  # a feature whose bias keeps it off on every token
 N_WINDOWS = 16
@@ -262,27 +259,7 @@ def test_explore_command_writes_the_shipped_saes_site(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def browser():
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip("Chromium or chromedriver missing: apt-get install chromium chromium-driver")
-    profile = tempfile.mkdtemp(prefix="explorer-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-        "--window-size=1200,900",
-    ):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
-
-
-def page(browser, site):
-    browser.get(site.as_uri())
-    return browser
+    yield from headless_chromium("1200,900")
 
 
 def visible_ids(driver) -> list[int]:

@@ -314,6 +314,27 @@ def test_an_equivalent_is_forbidden_to_its_own_exercise_only(tmp_path: Path) -> 
     assert "all_edges" in (out.parent / "grades-feedback" / "borrows.md").read_text()
 
 
+def test_a_decorated_reference_is_told_apart_from_the_learners_decorated_code(tmp_path: Path) -> None:
+    """Chapter 07's references and solutions are `@torch.no_grad()` functions, which all run one
+    code object of torch's: the solution's own `error_nodes` earns its points, and one that
+    calls the course's `run_clean` (decorated too) does not."""
+    chapter_07 = "07_attribution_graphs"
+    chapter = load_chapter(chapter_07)
+    reference = nbformat.read(REPO / "solutions" / f"{chapter_07}.ipynb", as_version=4)
+    borrows = nbformat.from_dict(json.loads(json.dumps(reference)))
+    [cell] = [c for c in borrows.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "error_nodes"]
+    cell.source = ("from toy_models.attribution import run_clean\n\n@torch.no_grad()\n"
+                   "def error_nodes(model, transcoders, tokens):\n"
+                   "    return torch.stack(run_clean(model, transcoders, tokens).errors)\n")
+    write_class(tmp_path / "submissions", {"own_code": (reference, 0, ""), "borrows": (borrows, 0, "")})
+    out = tmp_path / "grades.csv"
+    grade_class(find_submissions(tmp_path / "submissions", chapter_07), chapter_07, out, limits=LIMITS, progress=False)
+    book = gradebook(out)
+    assert float(book["own_code"]["score"]) == chapter.max_points
+    assert float(book["borrows"]["error_nodes"]) == 0
+    assert "calls `toy_models.attribution.run_clean`" in (out.parent / "grades-feedback" / "borrows.md").read_text()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="makes a non-root user's view of this machine, which needs root")
 def test_isolation_without_root(tmp_path: Path) -> None:
     """A non-root instructor gets the same view through a user namespace. The test runs

@@ -2,8 +2,8 @@
 shows a result built on an exercise stops with "Finish `X` first", never with a raw
 `NameError` or `stack expects a non-empty TensorList` far from the cause.
 
-Every chapter: each notebook stops early at each demonstration, so all six take about
-70 s on two cores.
+Every chapter: each notebook stops early at each demonstration, so all eight take about
+80 s on two cores.
 """
 
 import nbformat
@@ -13,7 +13,8 @@ from nbclient import NotebookClient
 from mi_course.runtime.paths import COURSE_DIR
 
 CHAPTERS = ["00_transformer_from_scratch", "01_three_buckets", "02_induction_heads", "03_indirect_object_identification",
-            "04_superposition_and_saes", "05_honest_limits", "06_circuit_discovery"]
+            "04_superposition_and_saes", "05_honest_limits", "06_circuit_discovery",
+            "07_attribution_graphs"]
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)

@@ -16,10 +16,15 @@ Monosemanticity") is that each feature means one thing. Two ways to make f spars
   exactly k, with no penalty to tune and no shrinkage of the features it keeps.
 
 The parameter names are SAELens's, so what you learn here reads across to real SAEs.
+
+A transcoder (`toy_models.transcoder`) is the same machine reading one activation and
+predicting another: the MLP's output from its input. The reading, splicing, evaluating and
+training below serve both, through `cfg.hook_in` (what the coder reads) and `cfg.hook_out`
+(what it predicts), which for an SAE are one hook.
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -59,6 +64,15 @@ class SAEConfig:
     def layer(self) -> int:
         """The block the hook is in: 1 for "blocks.1.mlp.hook_post"."""
         return int(self.hook_name.split(".")[1])
+
+    @property
+    def hook_in(self) -> str:
+        """What it reads: an SAE reads and predicts the same activation."""
+        return self.hook_name
+
+    @property
+    def hook_out(self) -> str:
+        return self.hook_name
 
     @classmethod
     def from_dict(cls, fields: dict) -> "SAEConfig":
@@ -116,13 +130,24 @@ def keep_top_k(x: Float[Tensor, "... d_sae"], k: int) -> Float[Tensor, "... d_sa
 # ----------------------------------------------------------------------------------------
 # Reading activations, and writing reconstructions back into the model
 
+#: A forward hook as `run_with_hooks` takes it: (hook point name, fn(activation, hook)).
+Hook = tuple[str, Callable[[Tensor, object], Tensor | None]]
+
+
+def activations_at(
+    model: nn.Module, tokens: Int[Tensor, "batch pos"], hook_names: Sequence[str]
+) -> list[Float[Tensor, "batch pos d"]]:
+    """The activations at each of `hook_names` for every token, from one forward pass
+    (caching only those)."""
+    _, cache = model.run_with_cache(tokens, names_filter=list(hook_names))
+    return [cache[name] for name in hook_names]
+
 
 def hook_activations(
     model: nn.Module, tokens: Int[Tensor, "batch pos"], hook_name: str
 ) -> Float[Tensor, "batch pos d_in"]:
     """The activation at `hook_name` for every token (caching only that one)."""
-    _, cache = model.run_with_cache(tokens, names_filter=hook_name)
-    return cache[hook_name]
+    return activations_at(model, tokens, [hook_name])[0]
 
 
 @torch.no_grad()
@@ -136,6 +161,25 @@ def feature_activations(
 def splice_hook(sae: SparseAutoencoder) -> Callable[[Tensor, object], Tensor]:
     """A forward hook that replaces the activation by the SAE's reconstruction of it."""
     return lambda acts, hook: sae(acts)
+
+
+def splice_hooks(coder: nn.Module) -> list[Hook]:
+    """Forward hooks that replace the activation at `coder.cfg.hook_out` by the coder's
+    prediction of it from `coder.cfg.hook_in`. An SAE reads and writes one hook; a
+    transcoder remembers the MLP's input, then overwrites the MLP's output."""
+    hook_in, hook_out = coder.cfg.hook_in, coder.cfg.hook_out
+    if hook_in == hook_out:
+        return [(hook_out, splice_hook(coder))]
+    seen = {}
+
+    def remember_input(acts: Tensor, hook: object) -> None:  # None: the activation is unchanged
+        seen["acts"] = acts
+
+    return [(hook_in, remember_input), (hook_out, lambda acts, hook: coder(seen.pop("acts")))]
+
+
+def zero_ablation_hook(acts: Tensor, hook: object) -> Tensor:
+    return torch.zeros_like(acts)
 
 
 # ----------------------------------------------------------------------------------------
@@ -182,47 +226,59 @@ def ce_loss_recovered(ce_clean: float, ce_sae: float, ce_zero_ablation: float) -
 
 
 @torch.no_grad()
-def spliced_losses(
-    model: nn.Module, sae: SparseAutoencoder, tokens: Int[Tensor, "batch pos"]
+def losses_with_hooks(
+    model: nn.Module, tokens: Int[Tensor, "batch pos"], runs: dict[str, list[Hook]]
 ) -> dict[str, float]:
-    """Next-token loss of the model as it is, with the SAE's reconstruction spliced in at
-    its hook, and with that activation replaced by zeros."""
-    hook = sae.cfg.hook_name
+    """The model's next-token loss on `tokens` under each named set of forward hooks."""
     return {
-        "clean": model(tokens, return_type="loss").item(),
-        "sae": model.run_with_hooks(tokens, return_type="loss", fwd_hooks=[(hook, splice_hook(sae))]).item(),
-        "zero_ablation": model.run_with_hooks(
-            tokens, return_type="loss", fwd_hooks=[(hook, lambda acts, hook: torch.zeros_like(acts))]
-        ).item(),
+        name: model.run_with_hooks(tokens, return_type="loss", fwd_hooks=hooks).item() for name, hooks in runs.items()
     }
 
 
 @torch.no_grad()
-def evaluate_sae(
-    model: nn.Module, sae: SparseAutoencoder, tokens: Int[Tensor, "batch pos"], batch_size: int = 32
+def spliced_losses(
+    model: nn.Module, sae: nn.Module, tokens: Int[Tensor, "batch pos"], label: str = "sae"
 ) -> dict[str, float]:
-    """The headline metrics of `sae` on `tokens` (validation windows)."""
-    acts, recons, feats, losses = [], [], [], []
+    """Next-token loss of the model as it is, with the coder's prediction spliced in (under
+    `label`: an SAE's reconstruction at its hook, a transcoder's in place of its MLP's
+    output), and with that activation replaced by zeros."""
+    return losses_with_hooks(model, tokens, {
+        "clean": [],
+        label: splice_hooks(sae),
+        "zero_ablation": [(sae.cfg.hook_out, zero_ablation_hook)],
+    })
+
+
+@torch.no_grad()
+def evaluate_sae(
+    model: nn.Module,
+    sae: nn.Module,
+    tokens: Int[Tensor, "batch pos"],
+    batch_size: int = 32,
+    label: str = "sae",
+) -> dict[str, float]:
+    """The headline metrics of `sae` (or of a transcoder, under `label`) on `tokens`
+    (validation windows). The variance explained is the predicted activation's: for an
+    SAE its input, for a transcoder the MLP's output."""
+    targets, predictions, feats, losses = [], [], [], []
     for chunk in tokens.split(batch_size):
-        x = hook_activations(model, chunk, sae.cfg.hook_name).flatten(0, 1)
+        x, y = (acts.flatten(0, 1) for acts in activations_at(model, chunk, [sae.cfg.hook_in, sae.cfg.hook_out]))
         f = sae.encode(x)
-        acts.append(x)
+        targets.append(y)
         feats.append(f)
-        recons.append(sae.decode(f))
-        losses.append(spliced_losses(model, sae, chunk))
-    acts, recons, feats = torch.cat(acts), torch.cat(recons), torch.cat(feats)
+        predictions.append(sae.decode(f))
+        losses.append(spliced_losses(model, sae, chunk, label))
+    targets, predictions, feats = torch.cat(targets), torch.cat(predictions), torch.cat(feats)
     ce = {key: sum(loss[key] for loss in losses) / len(losses) for key in losses[0]}
     dead, dense = dead_and_dense_fractions(firing_frequency(feats))
     return {
         "l0": l0_norm(feats).item(),
-        "fraction_variance_explained": fraction_variance_explained(acts, recons).item(),
+        "fraction_variance_explained": fraction_variance_explained(targets, predictions).item(),
         "dead_fraction": dead,
         "dense_fraction": dense,
-        "ce_clean": ce["clean"],
-        "ce_sae": ce["sae"],
-        "ce_zero_ablation": ce["zero_ablation"],
-        "ce_loss_recovered": ce_loss_recovered(ce["clean"], ce["sae"], ce["zero_ablation"]),
-        "n_tokens": float(acts.shape[0]),
+        **{f"ce_{key}": value for key, value in ce.items()},
+        "ce_loss_recovered": ce_loss_recovered(ce["clean"], ce[label], ce["zero_ablation"]),
+        "n_tokens": float(targets.shape[0]),
     }
 
 
@@ -245,27 +301,86 @@ def sae_loss(
 
 @torch.no_grad()
 def resample_dead_features(
-    sae: SparseAutoencoder,
+    sae: nn.Module,
     dead: Tensor,
     acts: Float[Tensor, "batch d_in"],
     generator: torch.Generator,
+    targets: Float[Tensor, "batch d_out"] | None = None,
 ) -> int:
     """Point every dead feature at an input the SAE reconstructs badly (Bricken et al.).
 
     Inputs are drawn with probability proportional to their squared error, so the revived
     features go where the dictionary is missing something. Returns how many were revived.
+
+    An SAE's target is its input: a revived feature reads and writes along that input's
+    offset from b_dec (which the encoder subtracts). A transcoder's (`targets` given) are
+    two vectors: it writes along the target's offset from b_dec and reads along the
+    input's offset from the batch's mean input, which its encoder bias subtracts, so that
+    the feature fires on inputs like this one and not on every input.
     """
     dead_ids = dead.nonzero().flatten()
     if len(dead_ids) == 0:
         return 0
-    error = (sae(acts) - acts).pow(2).sum(dim=-1)
+    predicted = acts if targets is None else targets
+    error = (sae(acts) - predicted).pow(2).sum(dim=-1)
     picks = torch.multinomial(error / error.sum(), len(dead_ids), replacement=True, generator=generator)
-    directions = F.normalize(acts[picks] - sae.b_dec, dim=-1)
+    directions = F.normalize(predicted[picks] - sae.b_dec, dim=-1)
     alive_norm = sae.W_enc[:, ~dead].norm(dim=0).mean() if (~dead).any() else 1.0
     sae.W_dec[dead_ids] = directions
-    sae.W_enc[:, dead_ids] = directions.T * alive_norm * 0.2
-    sae.b_enc[dead_ids] = 0.0
+    if targets is None:
+        sae.W_enc[:, dead_ids] = directions.T * alive_norm * 0.2
+        sae.b_enc[dead_ids] = 0.0
+    else:
+        centre = acts.mean(dim=0)
+        sae.W_enc[:, dead_ids] = F.normalize(acts[picks] - centre, dim=-1).T * alive_norm * 0.2
+        sae.b_enc[dead_ids] = -(centre @ sae.W_enc[:, dead_ids])
     return len(dead_ids)
+
+
+def train_sparse_coder(
+    coder: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor | None], tuple[Float[Tensor, ""], Tensor]],
+    inputs: Float[Tensor, "tokens d_in"],
+    targets: Float[Tensor, "tokens d_out"] | None,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    resample_every: int,
+    generator: torch.Generator,
+    progress: bool,
+    desc: str,
+) -> list[float]:
+    """Train `coder` (an SAE, or a transcoder) in place with Adam on random batches of
+    rows of `inputs` and `targets` (None: an SAE, whose target is its input); return its
+    loss per step. `loss_fn(input_batch, target_batch)` returns the loss and the feature
+    activations. `resample_every` > 0 revives, that often, the features that did not fire
+    since the last check. Decoder rows are renormalised after every step."""
+    with torch.no_grad():  # start the bias at the data's mean: the best constant guess
+        coder.b_dec.copy_((inputs if targets is None else targets)[:batch_size].mean(dim=0))
+    optimizer = torch.optim.Adam(coder.parameters(), lr=lr)
+    fired = torch.zeros(coder.W_dec.shape[0], dtype=torch.bool)
+    losses = []
+    bar = tqdm(range(steps), desc=desc, disable=not progress)
+    with one_thread():
+        for step in bar:
+            rows = torch.randint(0, len(inputs), (batch_size,), generator=generator)
+            batch = inputs[rows]
+            target_batch = None if targets is None else targets[rows]
+            loss, feature_acts = loss_fn(batch, target_batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            coder.normalize_decoder()
+            losses.append(loss.item())
+            fired |= (feature_acts > 0).any(dim=0)
+            if resample_every and (step + 1) % resample_every == 0 and step + 1 < steps * 0.8:
+                if resample_dead_features(coder, ~fired, batch, generator, target_batch):
+                    optimizer.state.clear()  # stale Adam moments would undo the reset
+                fired.zero_()
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    return losses
 
 
 def train_sae(
@@ -285,32 +400,37 @@ def train_sae(
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     sae = SparseAutoencoder(cfg)
-    with torch.no_grad():  # start the bias at the data's mean: the best constant guess
-        sae.b_dec.copy_(acts[:batch_size].mean(dim=0))
-    optimizer = torch.optim.Adam(sae.parameters(), lr=lr)
-    fired = torch.zeros(cfg.d_sae, dtype=torch.bool)
-    losses = []
-    bar = tqdm(range(steps), desc="training SAE", disable=not progress)
-    with one_thread():
-        for step in bar:
-            batch = acts[torch.randint(0, len(acts), (batch_size,), generator=generator)]
-            loss, feature_acts = sae_loss(sae, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            sae.normalize_decoder()
-            losses.append(loss.item())
-            fired |= (feature_acts > 0).any(dim=0)
-            if resample_every and (step + 1) % resample_every == 0 and step + 1 < steps * 0.8:
-                if resample_dead_features(sae, ~fired, batch, generator):
-                    optimizer.state.clear()  # stale Adam moments would undo the reset
-                fired.zero_()
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    losses = train_sparse_coder(
+        sae, lambda batch, _: sae_loss(sae, batch), acts, None, steps=steps, batch_size=batch_size, lr=lr,
+        resample_every=resample_every, generator=generator, progress=progress, desc="training SAE",
+    )
     return sae.eval(), losses
 
 
 @torch.no_grad()
+def collect_activations_at(
+    model: nn.Module,
+    corpus: Int[Tensor, " n"],
+    hook_names: Sequence[str],
+    n_windows: int,
+    *,
+    seed: int = 0,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> list[Float[Tensor, "tokens d"]]:
+    """The activations at each of `hook_names` on every token of `n_windows` random
+    windows of `corpus`, read in one pass: row i of each is the same token."""
+    from toy_models.data import random_windows
+
+    windows = random_windows(corpus, n_windows, model.cfg.n_ctx, generator=torch.Generator().manual_seed(seed))
+    with one_thread():
+        chunks = [
+            [acts.flatten(0, 1) for acts in activations_at(model, chunk, hook_names)]
+            for chunk in tqdm(windows.split(batch_size), desc="activations", disable=not progress)
+        ]
+    return [torch.cat(per_hook) for per_hook in zip(*chunks)]
+
+
 def collect_activations(
     model: nn.Module,
     corpus: Int[Tensor, " n"],
@@ -322,15 +442,9 @@ def collect_activations(
     progress: bool = True,
 ) -> Float[Tensor, "tokens d_in"]:
     """The activation at `hook_name` on every token of `n_windows` random windows of `corpus`."""
-    from toy_models.data import random_windows
-
-    windows = random_windows(corpus, n_windows, model.cfg.n_ctx, generator=torch.Generator().manual_seed(seed))
-    with one_thread():
-        chunks = [
-            hook_activations(model, chunk, hook_name).flatten(0, 1)
-            for chunk in tqdm(windows.split(batch_size), desc="activations", disable=not progress)
-        ]
-    return torch.cat(chunks)
+    return collect_activations_at(
+        model, corpus, [hook_name], n_windows, seed=seed, batch_size=batch_size, progress=progress
+    )[0]
 
 
 # ----------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from jaxtyping import Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from toy_models import data, sae, superposition
+from toy_models import data, sae, superposition, transcoder
 from toy_models.checkpoints import SHIPPED_DIR, save_checkpoint
 from toy_models.metrics import induction_scores, logit_diff
 from toy_models.model import Transformer, TransformerConfig, next_token_loss
@@ -290,8 +290,13 @@ def train(name: str, out_dir: Path | None = None, *, progress: bool = True) -> d
     if name in sae.SAE_RECIPES:  # trained on a shipped transformer's activations
         model = load_pretrained(sae.SAE_RECIPES[name].sae.model_name)
         return sae.train_and_save(name, directory, model, progress=progress)
+    if name in transcoder.TRANSCODER_RECIPES:  # also on a shipped transformer's activations
+        model = load_pretrained(transcoder.TRANSCODER_RECIPES[name].transcoder.model_name)
+        return transcoder.train_and_save(name, directory, model, progress=progress)
     if name not in TRANSFORMER_JOBS:
-        known = sorted([*TRANSFORMER_JOBS, *superposition.SUPERPOSITION_RECIPES, *sae.SAE_RECIPES])
+        known = sorted([
+            *TRANSFORMER_JOBS, *superposition.SUPERPOSITION_RECIPES, *sae.SAE_RECIPES, *transcoder.TRANSCODER_RECIPES,
+        ])
         raise ValueError(f"No recipe named {name!r}. Recipes: {', '.join(known)}.")
     job = TRANSFORMER_JOBS[name]
     start = time.perf_counter()

@@ -11,6 +11,8 @@ A feature is known by two things (Bricken et al. 2023, "Towards Monosemanticity"
 The first half needs the model run over text; the second needs only weights. Every
 function here is pure: the model, the SAE and the tokens come in as arguments, so the
 explorer works with any SAE that has `cfg.hook_name`, `encode`, and `W_dec [d_sae, d_in]`.
+The first half takes any function from tokens to feature activations (`sparse_activations`),
+so the attribution-graph page reads a transcoder's features with it too.
 
 Activations are kept *sparse* (the nonzero entries only): an SAE's features are off on
 almost every token, so a list of (token, feature, value) triples holds everything the
@@ -18,6 +20,7 @@ explorer needs in a sliver of the memory of a dense [tokens, d_sae] table.
 """
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -65,7 +68,7 @@ class SparseActivations:
 
     n_windows: int
     n_pos: int
-    d_sae: int
+    d_sae: int  # the number of features, of an SAE or any other dictionary
     token_index: Int[Tensor, " nnz"]
     feature: Int[Tensor, " nnz"]
     value: Float[Tensor, " nnz"]
@@ -85,24 +88,37 @@ class SparseActivations:
         return self.token_index.long() % self.n_pos
 
 
+#: How the explorer reads features: a batch of tokens in, every feature's activation on
+#: every token out. Any dictionary fits: an SAE, a transcoder, a single layer's neurons.
+FeatureActivations = Callable[[Int[Tensor, "batch pos"]], Float[Tensor, "batch pos d_features"]]
+
+
+def encoder_at_hook(model: nn.Module, hook_name: str, encode: Callable[[Tensor], Tensor]) -> FeatureActivations:
+    """Features that ``encode`` reads from the model's activation at ``hook_name``: an SAE's
+    (``sae.cfg.hook_name``, ``sae.encode``) or a transcoder's (``cfg.hook_in``, ``encode``)."""
+
+    def feature_activations(tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_features"]:
+        _, cache = model.run_with_cache(tokens, names_filter=hook_name)
+        return encode(cache[hook_name])
+
+    return feature_activations
+
+
 @torch.no_grad()
-def sparse_feature_activations(
-    model: nn.Module,
-    sae: nn.Module,
+def sparse_activations(
+    feature_activations: FeatureActivations,
     tokens: Int[Tensor, "window pos"],
     *,
     batch_size: int = 64,
     progress: bool = True,
 ) -> SparseActivations:
-    """Run the model over ``tokens``, encode the activation at ``sae.cfg.hook_name``, and
-    keep the nonzero feature activations."""
-    hook_name = sae.cfg.hook_name
+    """Read the features on ``tokens``, ``batch_size`` windows at a time, and keep the
+    nonzero activations."""
     n_windows, n_pos = tokens.shape
     token_index, feature, value, window_max, window_argmax = [], [], [], [], []
     offset = 0
     for batch in tqdm(tokens.split(batch_size), desc="feature activations", disable=not progress):
-        _, cache = model.run_with_cache(batch, names_filter=hook_name)
-        acts = sae.encode(cache[hook_name]).float()  # [batch, pos, d_sae]
+        acts = feature_activations(batch).float()  # [batch, pos, d_features]
         best = acts.max(dim=1)
         window_max.append(best.values)
         window_argmax.append(best.indices)
@@ -115,13 +131,27 @@ def sparse_feature_activations(
     return SparseActivations(
         n_windows=n_windows,
         n_pos=n_pos,
-        d_sae=sae.cfg.d_sae,
+        d_sae=acts.shape[-1],
         token_index=torch.cat(token_index),
         feature=torch.cat(feature),
         value=torch.cat(value),
         window_max=torch.cat(window_max),
         window_argmax=torch.cat(window_argmax),
     )
+
+
+def sparse_feature_activations(
+    model: nn.Module,
+    sae: nn.Module,
+    tokens: Int[Tensor, "window pos"],
+    *,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> SparseActivations:
+    """Run the model over ``tokens``, encode the activation at ``sae.cfg.hook_name``, and
+    keep the nonzero feature activations."""
+    encoder = encoder_at_hook(model, sae.cfg.hook_name, sae.encode)
+    return sparse_activations(encoder, tokens, batch_size=batch_size, progress=progress)
 
 
 def firing_frequency(acts: SparseActivations) -> Float[Tensor, " d_sae"]:

@@ -21,6 +21,8 @@ from torch import Tensor, nn
 
 from mi_course.explorer.features import (
     FeatureSummary,
+    SparseActivations,
+    TopActivations,
     promoted_tokens,
     summarize_features,
     validation_windows,
@@ -65,6 +67,36 @@ def snippet(
     }
 
 
+def top_snippets(
+    tokens: Int[Tensor, "window pos"],
+    acts: SparseActivations,
+    top: TopActivations,
+    features: list[int],
+    *,
+    before: int = 40,
+    after: int = 16,
+) -> list[list[dict]]:
+    """Per feature in ``features``, the snippets around its top activations: best first, one
+    per window, only windows where it fired, each byte with the feature's activation on it."""
+    if not features:
+        return []
+    feature_ids = torch.tensor(features, dtype=torch.long)
+    top_windows = top.window[feature_ids]  # [n_features, k]
+    # Dense per-token activations for every (feature, top window) pair, in one go.
+    pair_features = feature_ids[:, None].expand_as(top_windows).flatten()
+    dense = window_activations(acts, pair_features, top_windows.flatten()).view(*top_windows.shape, -1)
+    return [
+        [
+            snippet(tokens[window], dense[row, slot], int(pos), before=before, after=after)
+            for slot, (window, pos, value) in enumerate(
+                zip(top_windows[row].tolist(), top.pos[feature].tolist(), top.value[feature].tolist())
+            )
+            if value > 0
+        ]
+        for row, feature in enumerate(features)
+    ]
+
+
 def feature_records(
     summary: FeatureSummary,
     features: list[int],
@@ -79,21 +111,11 @@ def feature_records(
     suppressed tokens."""
     labels = labels or {}
     feature_ids = torch.tensor(features, dtype=torch.long)
-    top_windows = summary.top.window[feature_ids]  # [n_features, k]
-    # Dense per-token activations for every (feature, top window) pair, in one go.
-    pair_features = feature_ids[:, None].expand_as(top_windows).flatten()
-    dense = window_activations(summary.acts, pair_features, top_windows.flatten()).view(*top_windows.shape, -1)
+    all_snippets = top_snippets(summary.tokens, summary.acts, summary.top, features, before=before, after=after)
     (up_ids, up_values), (down_ids, down_values) = promoted_tokens(summary.logit_effects[feature_ids], n_tokens_shown)
 
     records = []
-    for row, feature in enumerate(features):
-        snippets = [
-            snippet(summary.tokens[window], dense[row, slot], int(pos), before=before, after=after)
-            for slot, (window, pos, value) in enumerate(
-                zip(top_windows[row].tolist(), summary.top.pos[feature].tolist(), summary.top.value[feature].tolist())
-            )
-            if value > 0
-        ]
+    for row, (feature, snippets) in enumerate(zip(features, all_snippets)):
         records.append(
             {
                 "id": feature,

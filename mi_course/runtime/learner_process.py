@@ -389,7 +389,9 @@ def _importable(references: list[str]) -> dict[Any, str]:
 
 
 def _code_of(obj: Any) -> list[types.CodeType]:
-    """The code objects of a function, or of every method and property of a class."""
+    """The code objects of a function, or of every method and property of a class. A
+    decorated reference's own code, not its decorator's: `@torch.no_grad()` wraps every
+    function it decorates in one shared code object, which the learner's functions run too."""
     members = vars(obj).values() if isinstance(obj, type) else [obj]
     functions = []
     for member in members:
@@ -399,7 +401,7 @@ def _code_of(obj: Any) -> list[types.CodeType]:
             functions += [member.fget, member.fset]
         else:
             functions.append(member)
-    return [f.__code__ for f in functions if isinstance(f, types.FunctionType)]
+    return [inspect.unwrap(f).__code__ for f in functions if isinstance(f, types.FunctionType)]
 
 
 def _uses_of(obj: Any, references: dict[Any, str]) -> list[str]:

@@ -53,6 +53,7 @@ MAX_ITEMS = 2_000_000
 REBUILDABLE = frozenset({
     "toy_models.model:TransformerConfig", "toy_models.model:Transformer",
     "toy_models.sae:SAEConfig", "toy_models.sae:SparseAutoencoder",
+    "toy_models.transcoder:TranscoderConfig", "toy_models.transcoder:Transcoder",
     "toy_models.superposition:SuperpositionConfig", "toy_models.superposition:SuperpositionModel",
     "toy_models.data:IOIPrompts",
 })
