@@ -11,23 +11,35 @@ grades them twice, each as the instructor's command, timed end to end:
   parallel on all cores.
 
 It prints both times, their ratio, and whether the two agree on every student's score.
+
+With `--cluster`, the peer is instead `mi-course grade --scheduler`: a Dask scheduler and
+`mi-course worker` with as many worker processes as the local pool has (one per core),
+all on the loopback address, started before the clock starts. It prints the throughput of
+both, side by side, and whether their gradebooks are the same file.
+
 Run it on an otherwise idle machine:
 
     python bench/grading.py                  # chapter 01, 20 students
     python bench/grading.py --chapter 02 --students 24
+    python bench/grading.py --chapter 05 --students 20 --cluster
 """
 
 import argparse
+import contextlib
 import csv
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
+from distributed import Client
 
 from mi_course.grading import resolve_chapter
 from mi_course.runtime.containment import detect_containment
@@ -73,10 +85,55 @@ def nbgrader_scores(course: Path, chapter: str) -> dict[str, float]:
         return {row["student_id"]: float(row["raw_score"]) for row in csv.DictReader(file) if row["assignment"] == chapter}
 
 
+@contextlib.contextmanager
+def loopback_cluster(workers: int, logs: Path) -> Iterator[str]:
+    """A Dask scheduler and `mi-course worker` with `workers` processes on 127.0.0.1; yields
+    the scheduler's address once every worker has joined (its sandbox zygote started)."""
+    scheduler_file = logs / "scheduler.json"
+    commands = [[sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+                 "--no-dashboard", "--scheduler-file", str(scheduler_file)]]
+    processes = []
+    try:
+        processes.append(subprocess.Popen(commands[0], cwd=REPO_ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, start_new_session=True))
+        while not scheduler_file.exists():
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text())["address"]
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "mi_course.cli", "worker", address, "--nworkers", str(workers)], cwd=REPO_ROOT,
+            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(workers, timeout=300)
+        yield address
+    finally:
+        for process in reversed(processes):  # each a session: its workers, zygotes and sandboxes with it
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=60)
+
+
+def compare_with_cluster(chapter: str, students: int, submitted: Path, tmp: Path) -> None:
+    """The local pool and a loopback cluster of as many worker processes, side by side."""
+    workers = os.cpu_count() or 1
+    grade = [sys.executable, "-m", "mi_course.cli", "grade", str(submitted), "--chapter", chapter,
+             "--workers", str(workers)]
+    local_out, cluster_out = tmp / "local" / "grades.csv", tmp / "cluster" / "grades.csv"
+    local = timed([*grade, "--out", str(local_out)], stderr=subprocess.DEVNULL)
+    with loopback_cluster(workers, tmp) as address:
+        cluster = timed([*grade, "--out", str(cluster_out), "--scheduler", address], stderr=subprocess.DEVNULL)
+    for name, seconds in (("local pool", local), ("loopback cluster", cluster)):
+        print(f"{name + ',':18s} {workers} worker processes: {seconds:7.1f} s  ({students / seconds:.2f} students/s, "
+              f"{seconds / students:.2f} s per student, {seconds * workers / students:.2f} core-seconds per student)")
+    print(f"ratio: the cluster takes {cluster / local:.2f}x the local pool's time")
+    same = local_out.read_bytes() == cluster_out.read_bytes()
+    print("the two gradebooks are the same file" if same else "the two gradebooks DIFFER")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chapter", default="01")
     parser.add_argument("--students", type=int, default=20)
+    parser.add_argument("--cluster", action="store_true",
+                        help="compare with a loopback Dask cluster instead of nbgrader autograde")
     args = parser.parse_args()
     chapter = resolve_chapter(args.chapter)
     with tempfile.TemporaryDirectory(prefix="bench-grading-") as tmp:
@@ -89,6 +146,9 @@ def main() -> None:
         make_submissions(chapter, args.students, course)
         print(f"{args.students} submissions of {chapter}; {os.cpu_count()} cores; "
               f"sandbox: {detect_containment().describe()}")
+        if args.cluster:
+            compare_with_cluster(chapter, args.students, course / "submitted", Path(tmp))
+            return
 
         ours_out = Path(tmp) / "ours" / "grades.csv"
         ours = timed([sys.executable, "-m", "mi_course.cli", "grade", str(course / "submitted"), "--chapter", chapter,

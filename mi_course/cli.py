@@ -2,6 +2,7 @@
 models and notebooks."""
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -43,11 +44,12 @@ def check(args: argparse.Namespace) -> int:
     return check_notebook(args.notebook)
 
 
-def _sandbox(args: argparse.Namespace):
-    """The limits the grading commands take, and the containment found, warned about if it is weak."""
+def _sandbox(args: argparse.Namespace, remote=None):
+    """The limits the grading commands take, and the containment found (or the `remote` workers'), warned
+    about if it is weak."""
     from mi_course.runtime.containment import Limits, detect_containment
 
-    containment = detect_containment()
+    containment = remote.containment if remote is not None else detect_containment()
     if not containment.isolated:
         print(f"WARNING: no sandbox could be built, so students' code runs with {containment.describe()}: it can "
               "read whatever your user can read, including the reference solutions, and use the network.",
@@ -60,24 +62,82 @@ def _sandbox(args: argparse.Namespace):
 def grade(args: argparse.Namespace) -> int:
     """Grade a class's notebooks in sandboxes; write the gradebook, the LMS's CSV, and each
     student's feedback and Gradescope results."""
-    from mi_course.grading import UnsafeOutputError, find_submissions, grade_class, lms_csv_path, resolve_chapter
+    from mi_course.gradebook import GradebookError, nbgrader_database
+    from mi_course.grading import (
+        GradingStopped,
+        UnsafeOutputError,
+        find_submissions,
+        grade_class,
+        lms_csv_path,
+        resolve_chapter,
+    )
 
     chapter = resolve_chapter(args.chapter)
     submissions = find_submissions(args.submissions, chapter)
     if not submissions:
         print(f"No notebooks in {args.submissions} (looked for *.ipynb and */{chapter}/*.ipynb).", file=sys.stderr)
         return 1
-    limits, containment = _sandbox(args)
     out = args.out or Path("instructor") / f"grades-{chapter}.csv"  # git-ignored: grades are never committed
     try:
-        grades = grade_class(submissions, chapter, out, limits=limits, workers=args.workers, containment=containment)
-    except UnsafeOutputError as error:
+        # nbgrader's gradebook is checked before the class is graded, not after
+        database = args.gradebook is not None and nbgrader_database(args.gradebook, args.submissions, chapter)
+        with _remote_grading(args.scheduler) as remote:  # None: on this machine
+            limits, containment = _sandbox(args, remote)
+            grades = grade_class(submissions, chapter, out, limits=limits, workers=args.workers,
+                                 containment=containment, remote=remote)
+    except (UnsafeOutputError, GradebookError, GradingStopped) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     mean = sum(g.score for g in grades) / len(grades)
     print(f"{len(grades)} students graded; mean {mean:.2f} / {grades[0].max_score:g}. Gradebook: {out}; "
           f"for your LMS: {lms_csv_path(out)}")
-    return 0
+    return _record_in_nbgrader(database, chapter, submissions, grades) if database else 0
+
+
+def _record_in_nbgrader(database: str, chapter: str, submissions: list, grades: list) -> int:
+    """The sandbox's scores into nbgrader's gradebook (`mi_course.gradebook`); exit status 1 if a
+    submission there still has the scores `nbgrader autograde` gave it."""
+    from mi_course.gradebook import GradebookError, record_sandboxed_scores
+
+    try:
+        report = record_sandboxed_scores(database, chapter, [(s.path, g) for s, g in zip(submissions, grades, strict=True)])
+    except GradebookError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"nbgrader's gradebook now holds the sandbox's scores of {len(report.recorded)} students.")
+    for notebook, why in report.skipped.items():
+        print(f"warning: {notebook}: {why}", file=sys.stderr)
+    if report.untouched:
+        print(f"warning: these submissions in nbgrader's gradebook were not graded here, and keep the scores "
+              f"`nbgrader autograde` gave them in their own kernel: {', '.join(report.untouched)}", file=sys.stderr)
+    return 1 if report.untouched else 0
+
+
+def _remote_grading(scheduler: str | None):
+    """The Dask cluster to grade on, connected and its workers checked (`mi_course.cluster`); without a
+    scheduler, None: grade on this machine."""
+    if scheduler is None:
+        return contextlib.nullcontext()
+    from mi_course.cluster import DaskGrading
+
+    return DaskGrading(scheduler)
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Become grading workers of a Dask cluster, for `mi-course grade --scheduler`: `dask worker` with a
+    thread per worker process (each grades one student at a time) and `mi_course.cluster` preloaded, which
+    starts each worker process's sandbox zygote, and refuses students sent by another course version."""
+    command = [sys.executable, "-m", "distributed.cli.dask_worker", args.scheduler, "--nthreads", "1",
+               "--nworkers", str(args.nworkers or os.cpu_count() or 1)]
+    environment = {
+        **os.environ,
+        # Preloaded by Dask's configuration, not `--preload`, which would import it (and torch) in the nannies' process too
+        "DASK_DISTRIBUTED__WORKER__PRELOAD": '["mi_course.cluster"]',
+        # Not Dask's MALLOC_TRIM_THRESHOLD_, which turns off glibc's adaptive mmap threshold and made the graders'
+        # own tensor work slower than on one machine (see GradingPlugin.setup)
+        "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": '{"MALLOC_TRIM_THRESHOLD_": None}',
+    }
+    os.execve(command[0], command, environment)  # signals (Ctrl-C, a service manager's stop) then reach dask itself
 
 
 def gradescope(args: argparse.Namespace) -> int:
@@ -180,9 +240,25 @@ def build_parser() -> argparse.ArgumentParser:
     grade_parser.add_argument("--out", type=Path, default=None,
                               help="the gradebook, in a folder only you may write to; results and feedback go "
                                    "beside it (default: instructor/grades-<chapter>.csv)")
-    grade_parser.add_argument("--workers", type=int, default=None, help="students graded at once (default: cores)")
+    grade_parser.add_argument("--workers", type=int, default=None,
+                              help="students graded at once on this machine (default: cores)")
+    grade_parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                              help="grade on a Dask cluster's workers (started with `mi-course worker ADDRESS`), "
+                                   "e.g. tcp://10.0.0.5:8786; every file is still written here")
+    grade_parser.add_argument("--gradebook", nargs="?", const="", default=None, metavar="DATABASE",
+                              help="then replace the auto scores in nbgrader's gradebook (after `nbgrader autograde`) "
+                                   "by the sandbox's: a sqlite file or a database URL (default: gradebook.db beside "
+                                   "submitted/)")
     _add_limit_arguments(grade_parser)
     grade_parser.set_defaults(run=grade)
+
+    worker_parser = commands.add_parser(
+        "worker", help="grade for `mi-course grade --scheduler`: Dask workers on this machine, one per core"
+    )
+    worker_parser.add_argument("scheduler", help="the Dask scheduler's address, e.g. tcp://10.0.0.5:8786")
+    worker_parser.add_argument("--nworkers", type=int, default=None,
+                               help="worker processes, each grading one student at a time (default: cores)")
+    worker_parser.set_defaults(run=worker)
 
     gradescope_parser = commands.add_parser(
         "gradescope", help="Gradescope's autograder: grade the notebook handed in, in a sandbox; write results.json"

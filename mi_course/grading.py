@@ -15,6 +15,9 @@ SUBMISSIONS is a folder of notebooks (`alice.ipynb`, ...), or nbgrader's
    file `<out>-feedback/<student>.md`, and their results in Gradescope's format,
    `<out>-gradescope/<student>.json` (`graders.reporting.gradescope_results`).
 
+With `--scheduler`, step 2 happens on a Dask cluster's workers instead (`mi_course.cluster`); the
+rest, writing every file included, stays on this machine.
+
 Then the class's gradebook (`--out`, CSV) is written, keeping any previous one beside
 it, and the points alone for an LMS to import, `<out>-lms.csv` (`write_lms_csv`). A run
 that is interrupted resumes where it stopped: a student whose notebook and graders have
@@ -38,11 +41,13 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Protocol
 
 import nbformat
 from nbformat.reader import NotJSONError
@@ -56,8 +61,8 @@ from mi_course.runtime.paths import package_dirs
 from mi_course.runtime.remote import LearnerNotebook, Zygote
 from mi_course.runtime.verdicts import LearnerCodeFailed, Verdict
 
-__all__ = ["StudentFile", "find_submissions", "grade_class", "grade_for_gradescope", "resolve_chapter",
-           "write_gradebook", "write_lms_csv"]
+__all__ = ["GradingStopped", "RemoteGrading", "StudentFile", "failed_grade", "find_submissions", "grade_class",
+           "grade_for_gradescope", "grade_or_zero", "resolve_chapter", "write_gradebook", "write_lms_csv"]
 
 MAX_NOTEBOOK_BYTES = 20 * 2**20
 #: As root, each student's code runs as a user id of its own, drawn from this range.
@@ -241,11 +246,10 @@ def course_references(chapter: Chapter) -> dict[str, list[str]]:
             for name in chapter.exercises}
 
 
-def _failed_grade(submission: StudentFile, chapter_name: str, containment: Containment, error: BaseException) -> StudentGrade:
+def failed_grade(submission: StudentFile, chapter_name: str, containment: Containment, why: str) -> StudentGrade:
     """Whatever went wrong while grading one student is that student's zero, with the reason."""
     chapter = load_chapter(chapter_name)
-    message = (f"The grader could not grade this notebook ({type(error).__name__}: {str(error)[:300]}). "
-               "Please tell your instructor.")
+    message = f"The grader could not grade this notebook ({why}). Please tell your instructor."
     return StudentGrade(submission.student, chapter_name, 0.0, chapter.max_points,
                         [Result(name, Verdict.ERROR, 0, exercise.points, message, exercise.hint)
                          for name, exercise in chapter.exercises.items()],
@@ -296,17 +300,15 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def _grade_and_save(submission: StudentFile, chapter: str, limits: Limits, containment: Containment,
-                    zygote_address: str, hidden: tuple[Path, ...], results_dir: Path, key: str) -> StudentGrade:
+def grade_or_zero(submission: StudentFile, chapter: str, limits: Limits, containment: Containment,
+                  zygote_address: str, hidden: tuple[Path, ...]) -> StudentGrade:
+    """`grade_student`, or, if the grader itself fails, the student's zero with the reason."""
     try:
-        grade = grade_student(submission, chapter, limits, containment, zygote_address, hidden)
+        return grade_student(submission, chapter, limits, containment, zygote_address, hidden)
     except Exception as error:  # noqa: BLE001 - one notebook never stops the class being graded
         print(f"mi-course grade: {submission.student} ({submission.path}): {type(error).__name__}: {error}",
               file=sys.stderr)
-        grade = _failed_grade(submission, chapter, containment, error)
-    grade.fingerprint = key
-    _write_atomically(results_dir / f"{submission.student}.json", _json(grade.to_json()))
-    return grade
+        return failed_grade(submission, chapter, containment, f"{type(error).__name__}: {str(error)[:300]}")
 
 
 def _saved(results_dir: Path, student: str, key: str, chapter: str) -> StudentGrade | None:
@@ -326,17 +328,50 @@ def _saved(results_dir: Path, student: str, key: str, chapter: str) -> StudentGr
     return grade if (grade.fingerprint, grade.student, grade.chapter) == (key, student, chapter) else None
 
 
+class GradingStopped(RuntimeError):
+    """Grading stopped before the class was done, for a reason the instructor must fix (a worker that runs
+    another version of the course, a cluster that went away): the grades so far are saved, and the next
+    run resumes from them."""
+
+
+class RemoteGrading(Protocol):
+    """Machines that grade the students for `grade_class` instead of this one (`mi_course.cluster.DaskGrading`)."""
+
+    #: The sandbox every one of them grades in: part of each student's fingerprint.
+    containment: Containment
+
+    def grade(self, students: list[StudentFile], chapter: str, limits: Limits) -> Iterator[StudentGrade]:
+        """Each student's grade, as `grade_or_zero` made it there and checked here, as soon as it is done,
+        in any order; `GradingStopped` if they cannot go on."""
+        ...
+
+
+def _grade_here(students: list[StudentFile], chapter: str, limits: Limits, containment: Containment,
+                hidden: tuple[Path, ...], workers: int | None) -> Iterator[StudentGrade]:
+    """Each student's grade, graded on this machine, `workers` at a time (default: one per core), each in a
+    sandbox forked from one zygote, as soon as it is done."""
+    with Zygote() as zygote, ProcessPoolExecutor(max_workers=min(workers or os.cpu_count() or 1, len(students)),
+                                                 mp_context=get_context("fork")) as pool:
+        futures = [pool.submit(grade_or_zero, s, chapter, limits, containment, zygote.address, hidden) for s in students]
+        for future in as_completed(futures):
+            yield future.result()
+
+
 def grade_class(submissions: Iterable[StudentFile], chapter: str, out: Path, *, limits: Limits = Limits(),
                 workers: int | None = None, containment: Containment | None = None,
-                progress: bool = True) -> list[StudentGrade]:
+                progress: bool = True, remote: RemoteGrading | None = None) -> list[StudentGrade]:
     """Grade every submission (reusing saved results that still hold), then write the
     gradebook `out`, the LMS's CSV beside it, and each student's feedback and Gradescope results.
     The grades come back in the submissions' order, whatever order the students finish in. The
-    progress bar counts, as it goes, the students who scored nothing or had errors (`_troubles`)."""
+    progress bar counts, as it goes, the students who scored nothing or had errors (`_troubles`).
+    With `remote`, the students are graded on its machines, in their sandbox (`containment`, if given,
+    must be theirs), and every file is still written here, each student's results as they come."""
     from tqdm.auto import tqdm
 
     submissions = list(submissions)
-    containment = containment or detect_containment()
+    if remote is not None and containment not in (None, remote.containment):
+        raise ValueError(f"the remote workers grade in {remote.containment.name!r}, not {containment.name!r}")
+    containment = remote.containment if remote is not None else containment or detect_containment()
     results_dir, feedback_dir, gradescope_dir = _output_dirs(out)
     # Absent from the sandbox anyway (it shows only an allow-list), unless they lie inside it.
     hidden = (*{s.path.resolve().parent for s in submissions}, results_dir.resolve(), feedback_dir.resolve(),
@@ -346,17 +381,17 @@ def grade_class(submissions: Iterable[StudentFile], chapter: str, out: Path, *, 
     grades = {s.student: saved for s in submissions if (saved := _saved(results_dir, s.student, keys[s.student], chapter))}
     to_grade = [s for s in submissions if s.student not in grades]
     if to_grade:
+        graded = (remote.grade(to_grade, chapter, limits) if remote is not None
+                  else _grade_here(to_grade, chapter, limits, containment, hidden, workers))
         # Students whose saved results were reused count from the start, and not in the rate that gives the ETA.
-        with Zygote() as zygote, ProcessPoolExecutor(
-            max_workers=min(workers or os.cpu_count() or 1, len(to_grade)), mp_context=get_context("fork"),
-        ) as pool, tqdm(total=len(submissions), initial=len(grades), desc=f"grading {chapter}", unit="student",
-                        disable=not progress) as bar:
+        with closing(graded), tqdm(total=len(submissions), initial=len(grades), desc=f"grading {chapter}",
+                                   unit="student", disable=not progress) as bar:
             troubles = _troubles(grades.values())
             bar.set_postfix(troubles)
-            futures = {pool.submit(_grade_and_save, s, chapter, limits, containment, zygote.address, hidden,
-                                   results_dir, keys[s.student]): s for s in to_grade}
-            for future in as_completed(futures):  # the bar moves as each student is done, in any order
-                grade = grades[futures[future].student] = future.result()
+            for grade in graded:  # the bar moves as each student is done, in any order
+                grade.fingerprint = keys[grade.student]  # saved at once: a run stopped here resumes from it
+                _write_atomically(results_dir / f"{grade.student}.json", _json(grade.to_json()))
+                grades[grade.student] = grade
                 # Counted as each student is done, not recounted over the class: a MOOC has thousands.
                 troubles = {kind: count + troubles[kind] for kind, count in _troubles([grade]).items()}
                 bar.set_postfix(troubles, refresh=False)  # shown with the update

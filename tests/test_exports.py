@@ -204,7 +204,7 @@ _BY_HAND: dict[str, StudentGrade] = {}
 
 
 def _graded_by_hand(submission: StudentFile, *_) -> StudentGrade:
-    """`_grade_and_save`, for a student of `_BY_HAND` (a module's function: the pool pickles it)."""
+    """`grade_or_zero`, for a student of `_BY_HAND` (a module's function: the pool pickles it)."""
     return _BY_HAND[submission.student]
 
 
@@ -215,7 +215,7 @@ def _grades_without_sandboxes(monkeypatch, grades: dict[str, StudentGrade]) -> N
     def no_zygote():
         yield SimpleNamespace(address="unused")
 
-    monkeypatch.setattr(grading, "_grade_and_save", _graded_by_hand)
+    monkeypatch.setattr(grading, "grade_or_zero", _graded_by_hand)
     monkeypatch.setattr(grading, "Zygote", no_zygote)
     monkeypatch.setattr(grading, "grading_code_digest", lambda: "code")
     monkeypatch.setattr(f"{__name__}._BY_HAND", grades)
