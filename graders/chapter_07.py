@@ -386,7 +386,7 @@ def strongest_feature(shape: str, seed: int) -> tuple[int, int, int]:
 
 
 @CHAPTER.exercise("ablation_effect", points=2, reference=reference.ablation_effect, variants=VARIANTS,
-                  forbidden=(attribution.measured_change, attribution.intervene, attribution.feature_shift_hooks),
+                  forbidden=(attribution.measured_change, attribution.feature_shift_hooks),
                   hint="Read the feature's activation from the clean run (transcoder.encode of hook_in at that "
                        "position); a hook on hook_out subtracts activation * W_dec[feature] at that position; the "
                        "change of logits[-1, token] - logits[-1].mean(), ablated minus clean.")

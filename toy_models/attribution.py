@@ -515,36 +515,15 @@ def measured_change(
     return (target_logit(changed, token) - target_logit(clean_logits[0], token)).item()
 
 
-class Intervention(NamedTuple):
-    measured: float  # change of the target logit in the real model
-    direct: float  # the graph's prediction through the features' direct edges
-    total: float  # the graph's prediction through every path
-
-
 def predicted_change(
     graph: AttributionGraph, effects: LogitEffects, features: Sequence[int], scale: float
 ) -> tuple[float, float]:
+    """The graph's prediction of the change of a logit (`effects`'s) when `features` (node
+    indices) are rescaled by `scale`: through their direct edges, and through every path."""
     shifts = torch.zeros(len(graph.nodes), dtype=torch.float64)
     for index in features:
         shifts[index] = (scale - 1) * graph.nodes[index].activation
     return (effects.direct @ shifts).item(), (effects.total @ shifts).item()
-
-
-def intervene(
-    model: Transformer,
-    transcoders: Sequence[Transcoder],
-    graph: AttributionGraph,
-    features: Sequence[int],
-    *,
-    scale: float = 0.0,
-    logit: int = 0,
-    hold: Sequence[str] = (),
-) -> Intervention:
-    """Rescale `features` (node indices) by `scale` (0: ablate) in the real model (holding the
-    hooks of `hold`, as `measured_change` does) and set the change of logit node `logit`
-    beside the graph's two predictions of it."""
-    measured = measured_change(model, transcoders, graph, features, scale=scale, logit=logit, hold=hold)
-    return Intervention(measured, *predicted_change(graph, logit_effects(graph, logit), features, scale))
 
 
 @dataclass
