@@ -16,7 +16,7 @@ import torch
 from headless_chromium import headless_chromium, page
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from mi_course.cli import main as cli_main
 from mi_course.explorer import (
@@ -232,13 +232,14 @@ def site(records):
 
 def test_site_is_one_self_contained_folder(site):
     folder = site.parent
-    assert sorted(p.name for p in folder.iterdir()) == ["data.js", "explorer.css", "explorer.js", "index.html"]
+    assert sorted(p.name for p in folder.iterdir()) == ["data.js", "explorer.css", "explorer.js", "index.html", "page.js"]
     for path in folder.iterdir():
         text = path.read_text(encoding="utf-8")
         urls = set(re.findall(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}[^\s\"')]*", text))
         assert urls <= {"http://www.w3.org/2000/svg"}, f"{path.name} refers to {urls}: the page must work offline"
         assert "@import" not in text and "url(" not in text
     html = site.read_text(encoding="utf-8")
+    assert html.index('src="page.js"') < html.index('src="explorer.js"')  # its helpers first
     assert html.index('src="data.js"') < html.index('src="explorer.js"')
     data = read_data(folder)
     assert len(data["features"]) == SHOWN and data["features"][2]["label"] == LABEL
@@ -300,7 +301,8 @@ def test_clicking_a_card_expands_it(browser, site, records):
     assert not card.find_elements(By.CSS_SELECTOR, ".snippet"), "closed cards render their body on opening"
     card.find_element(By.TAG_NAME, "summary").click()
     assert card.get_attribute("open") is not None
-    snippets = card.find_elements(By.CSS_SELECTOR, ".snippet")
+    # The body is rendered by the card's "toggle" event, which the browser fires after the click returns.
+    snippets = WebDriverWait(driver, 5).until(lambda _: card.find_elements(By.CSS_SELECTOR, ".snippet"))
     assert len(snippets) == len(records[0]["snippets"]) > 0 and all(s.is_displayed() for s in snippets)
     peak = snippets[0].find_element(By.CSS_SELECTOR, ".tok.peak")
     assert "activation " in peak.get_attribute("title"), "the tooltip gives the activation"

@@ -165,14 +165,14 @@ def site(snippets):
 
 def test_page_is_one_self_contained_folder(site):
     folder = site.parent
-    assert sorted(p.name for p in folder.iterdir()) == ["data.js", "graph.css", "graph.js", "graph.json", "index.html"]
+    assert sorted(p.name for p in folder.iterdir()) == ["data.js", "graph.css", "graph.js", "graph.json", "index.html", "page.js"]
     for path in folder.iterdir():
         text = path.read_text(encoding="utf-8")
         urls = set(re.findall(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}[^\s\"')]*", text))
         assert urls <= {"http://www.w3.org/2000/svg"}, f"{path.name} refers to {urls}: the page must work offline"
         assert "@import" not in text and "url(" not in text and ".innerHTML" not in text
     html = site.read_text(encoding="utf-8")
-    assert re.findall(r'(?:src|href)="([^"]+)"', html) == ["graph.css", "data.js", "graph.js"]
+    assert re.findall(r'(?:src|href)="([^"]+)"', html) == ["graph.css", "page.js", "data.js", "graph.js"]
 
 
 def test_graph_json_round_trips(site, snippets):

@@ -1,7 +1,8 @@
 """Write the feature explorer: a static folder that opens straight from disk.
 
-The folder holds four files: ``index.html``, ``explorer.css`` and ``explorer.js`` (copied
-from ``static/`` next to this module) and ``data.js``, which assigns the features' data to
+The folder holds five files: ``index.html``, ``explorer.css``, ``explorer.js`` and
+``page.js`` (the helpers the attribution-graph page shares; all copied from ``static/``
+next to this module) and ``data.js``, which assigns the features' data to
 ``window.EXPLORER_DATA``. Loading the data through a ``<script>`` tag, rather than
 ``fetch``ing a JSON file, is what lets the page work from a ``file://`` address: browsers
 refuse ``fetch`` there. Nothing refers to any other address, so the page works offline.
@@ -30,7 +31,7 @@ from mi_course.explorer.features import (
 )
 
 STATIC_DIR = Path(__file__).parent / "static"
-STATIC_FILES = ("index.html", "explorer.css", "explorer.js")
+STATIC_FILES = ("index.html", "explorer.css", "explorer.js", "page.js")
 
 BYTE_VOCAB = range(256)
 

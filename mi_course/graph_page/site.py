@@ -1,8 +1,9 @@
 """Write the attribution-graph page: a static folder that opens straight from disk.
 
 The folder holds ``index.html``, ``graph.css`` and ``graph.js`` (copied from ``static/``
-next to this module), ``data.js``, which assigns the graph and its features' snippets to
-``window.GRAPH_DATA``, and ``graph.json``, the graph alone in circuit-tracer's JSON schema
+next to this module), ``page.js`` (the helpers it shares with the feature explorer, copied
+from the explorer's ``static/``), ``data.js``, which assigns the graph and its features'
+snippets to ``window.GRAPH_DATA``, and ``graph.json``, the graph alone in circuit-tracer's JSON schema
 (so circuit-tracer's own frontend can open it too). As in the feature explorer, the data
 arrives through a ``<script>`` tag because browsers refuse ``fetch`` from ``file://``,
 nothing refers to any other address, and all text is set with ``textContent``.
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from mi_course.explorer import byte_label, byte_text, validation_windows
+from mi_course.explorer.site import STATIC_DIR as EXPLORER_STATIC_DIR
 from mi_course.graph_page.snippets import graph_feature_snippets
 from toy_models.attribution import build_attribution_graph, graph_to_json
 
@@ -32,6 +34,7 @@ def write_graph_page(graph_json: dict, feature_snippets: dict, out: Path) -> Pat
     out.mkdir(parents=True, exist_ok=True)
     for name in STATIC_FILES:
         shutil.copyfile(STATIC_DIR / name, out / name)
+    shutil.copyfile(EXPLORER_STATIC_DIR / "page.js", out / "page.js")
     (out / "graph.json").write_text(json.dumps(graph_json, indent=1), encoding="utf-8")
     payload = {"graph": graph_json, "snippets": feature_snippets, "byte_text": [byte_text(b) for b in range(256)]}
     text = json.dumps(payload, ensure_ascii=True, separators=(",", ":"))

@@ -7,26 +7,10 @@
   const data = window.EXPLORER_DATA;
   const meta = data.meta;
   const features = data.features;
-  const SVG_NS = "http://www.w3.org/2000/svg"; // an XML namespace name, not an address to fetch
+  const page = window.coursePage; // page.js
+  const { el, svg, fmt } = page;
 
   // ------------------------------------------------------------------ small helpers
-
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
-
-  function svg(tag, attrs) {
-    const node = document.createElementNS(SVG_NS, tag);
-    for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
-    return node;
-  }
-
-  function fmt(x) {
-    return Math.abs(x) >= 100 ? x.toFixed(0) : x.toPrecision(3);
-  }
 
   function percent(f) {
     if (f === 0) return "0%";
@@ -44,34 +28,16 @@
 
   // ------------------------------------------------------------------ card contents
 
-  // A snippet as one span per byte, shaded by the feature's activation on it (relative to
-  // the feature's maximum), with the exact value in the tooltip.
+  function describeByte(b, act) {
+    return JSON.stringify(meta.byte_label[b]) + " " + byteName(b) + ": activation " + fmt(act);
+  }
+
   function snippetNode(s, featureMax) {
-    const line = el("span", "code");
-    s.tokens.forEach((b, i) => {
-      const act = s.acts[i];
-      const tok = el("span", "tok", meta.byte_text[b]);
-      if (b < 32 || b >= 127) tok.classList.add("glyph");
-      if (i === s.max) tok.classList.add("peak");
-      if (act > 0) {
-        const alpha = Math.min(1, act / (featureMax || 1));
-        tok.style.backgroundColor = "rgba(255, 140, 0, " + alpha.toFixed(3) + ")";
-      }
-      tok.title = JSON.stringify(meta.byte_label[b]) + " " + byteName(b) + ": activation " + fmt(act);
-      line.appendChild(tok);
-    });
-    return line;
+    return page.snippetNode(s, featureMax, meta.byte_text, describeByte);
   }
 
   function snippetList(feature) {
-    const list = el("ol", "snippets");
-    for (const s of feature.snippets) {
-      const item = el("li", "snippet");
-      item.appendChild(el("span", "snippet-max", fmt(s.acts[s.max])));
-      item.appendChild(snippetNode(s, feature.max));
-      list.appendChild(item);
-    }
-    return list;
+    return page.snippetList(feature.snippets, feature.max, meta.byte_text, describeByte);
   }
 
   // The histogram of nonzero activations as an inline SVG bar chart.

@@ -8,7 +8,6 @@
   const graph = data.graph;
   const meta = graph.metadata;
   const tokens = meta.prompt_tokens;
-  const SVG_NS = "http://www.w3.org/2000/svg"; // an XML namespace name, not an address to fetch
 
   // Layout, in SVG pixels: each node gets a SLOT of width in its (position, row) cell, and a
   // full cell wraps onto lines of PER_LINE nodes, LINE apart.
@@ -16,23 +15,8 @@
 
   // ------------------------------------------------------------------ small helpers
 
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
-
-  function svg(tag, attrs) {
-    const node = document.createElementNS(SVG_NS, tag);
-    for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
-    return node;
-  }
-
-  function fmt(x) {
-    if (x === null || x === undefined) return "—";
-    return Math.abs(x) >= 100 ? x.toFixed(0) : x.toPrecision(3);
-  }
+  const page = window.coursePage; // page.js, shared with the feature explorer
+  const { el, svg, fmt } = page;
 
   function signed(x) {
     return (x >= 0 ? "+" : "") + fmt(x);
@@ -206,35 +190,14 @@
 
   const panel = document.getElementById("details");
 
-  // A snippet as one span per byte, shaded by the feature's activation on it (relative to
-  // the feature's maximum), as in the feature explorer.
-  function snippetNode(s, featureMax) {
-    const line = el("span", "code");
-    s.tokens.forEach((b, i) => {
-      const tok = el("span", "tok", data.byte_text[b]);
-      if (b < 32 || b >= 127) tok.classList.add("glyph");
-      if (i === s.max) tok.classList.add("peak");
-      if (s.acts[i] > 0) tok.style.backgroundColor = "rgba(255, 140, 0, " + Math.min(1, s.acts[i] / (featureMax || 1)).toFixed(3) + ")";
-      tok.title = "activation " + fmt(s.acts[i]);
-      line.appendChild(tok);
-    });
-    return line;
-  }
-
   function topActivations(node) {
     const record = data.snippets[node.key];
     const box = el("details", "top-activations");
     const count = record ? record.snippets.length : 0;
     box.appendChild(el("summary", "", "Top activations on validation code (" + count + ")"));
     if (!count) box.appendChild(el("p", "muted", "No validation window activates this feature."));
-    const list = el("ol", "snippets");
-    for (const s of record ? record.snippets : []) {
-      const item = el("li", "snippet");
-      item.appendChild(el("span", "snippet-max", fmt(s.acts[s.max])));
-      item.appendChild(snippetNode(s, record.max));
-      list.appendChild(item);
-    }
-    box.appendChild(list);
+    const snippets = record ? record.snippets : [];
+    box.appendChild(page.snippetList(snippets, record ? record.max : 0, data.byte_text, (b, act) => "activation " + fmt(act)));
     return box;
   }
 
